@@ -1,0 +1,1 @@
+"""Step package: see logic.py (pure rules) and stage.py (Kafka wiring)."""

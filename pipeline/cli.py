@@ -1,0 +1,130 @@
+"""The `tipline` command. A person at a terminal gets one clear sentence and an exit code, never a trace.
+
+Sub-commands of each step live beside the step (``pipeline/<step>/cli.py``) and are mounted here; the
+settings are read once here and passed down (the composition root is ``pipeline.bootstrap``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import bootstrap
+from pipeline.errors import TiplineError
+
+app = typer.Typer(
+    name="tipline",
+    help="Event-sourced report-processing pipeline for child-exploitation tiplines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+services_app = typer.Typer(help="Start, stop and inspect the local Kafka broker and PostgreSQL.", no_args_is_help=True)
+topics_app = typer.Typer(help="The pipeline's Kafka topics.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(topics_app, name="topics")
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def _print_status(rows: list[bootstrap.ServiceStatus]) -> None:
+    for s in rows:
+        state = "[green]running[/]" if s.running else "[red]down[/]"
+        console.print(f"[bold]{s.name:<10}[/] {state}  {s.address}", highlight=False)
+        console.print(f"           log: {s.log}", highlight=False)
+        if s.detail:
+            console.print(f"           {s.detail}", highlight=False)
+
+
+@services_app.command("up")
+def services_up() -> None:
+    """Start the local broker and database if they are not running (harmless when they are)."""
+    settings = bootstrap.settings()
+    started = time.monotonic()
+    rows = bootstrap.services_up(settings)
+    _print_status(rows)
+    console.print(f"Ready in {time.monotonic() - started:.1f} s; topics checked.")
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the local broker and database; their data stays on disk."""
+    settings = bootstrap.settings()
+    bootstrap.services_down(settings)
+    console.print("Stopped the local services; their data is kept.")
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Say where each service listens, whether it answers, and where its log is."""
+    rows = bootstrap.services_status(bootstrap.settings())
+    _print_status(rows)
+    if not all(r.running for r in rows):
+        raise typer.Exit(code=1)
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every topic of the topic table that does not exist yet."""
+    settings = bootstrap.settings()
+    made = bootstrap.ensure_topics(settings)
+    console.print(f"Created {len(made)} topic(s); the others already existed.")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Print the topic table: name, events carried, producer."""
+    from pipeline.topics import ALL_TOPICS
+
+    table = Table(title="Topics")
+    for col in ("topic", "events", "produced by"):
+        table.add_column(col)
+    for spec in ALL_TOPICS:
+        table.add_row(spec.name, ", ".join(spec.events) or "(raw dead letters)", spec.produced_by)
+    console.print(table)
+
+
+@app.command("demo")
+def demo(
+    reports: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many reports to generate.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the report generator (same seed, same stream).")] = 7,
+) -> None:
+    """Bring up the services, run the pipeline on a generated report stream, print the statistics."""
+    from pipeline.demo import run_demo
+
+    run_demo(bootstrap.settings(), reports=reports, seed=seed, console=console)
+
+
+def main() -> None:
+    """Entry point: runs the app and turns the project's errors into one sentence and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except TiplineError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("Interrupted.")
+        sys.exit(130)
+    except (typer.Abort,):
+        err_console.print("Aborted.")
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - click's usage errors and anything unexpected: one line, no trace
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Settings, read once from the environment into a frozen object (the composition root passes it on).
+
+Nothing else in the package reads ``os.environ``: a stage, a test or the CLI gets a ``Settings``.
+
+When ``KAFKA_BOOTSTRAP_SERVERS`` or ``DATABASE_URL`` is set, that server is the user's own and the
+project starts nothing for it; otherwise ``tipline services up`` runs a local one under ``state_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+KAFKA_VERSION = "4.1.1"
+"""The Apache Kafka release fetched from Maven Central (pinned in compose/kafka/pom.xml too)."""
+
+DEFAULT_KAFKA_PORT = 19092
+DEFAULT_KAFKA_CONTROLLER_PORT = 19093
+DEFAULT_PG_PORT = 55432
+DEFAULT_HTTP_PORT = 8088
+
+
+def project_root() -> Path:
+    """The checkout this package lives in (the folder holding pyproject.toml)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a port number; set it to a number from 1024 to 65535.") from None
+    if not 1024 <= value <= 65535:
+        raise ConfigError(f"{name}={value} is outside 1024-65535; choose a free unprivileged port.")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything configurable, in one immutable place."""
+
+    root: Path
+    state_dir: Path
+    cache_dir: Path
+    kafka_bootstrap: str
+    kafka_external: bool
+    kafka_port: int
+    kafka_controller_port: int
+    database_url: str
+    database_external: bool
+    pg_port: int
+    http_port: int
+    topic_suffix: str = ""
+    """Appended to every topic and consumer-group name; tests use it to keep runs apart."""
+    partitions: int = 3
+    log_format: str = "console"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def kafka_home(self) -> Path:
+        return self.cache_dir / f"kafka-{KAFKA_VERSION}"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.state_dir / "kafka"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.state_dir / "postgres"
+
+    def with_suffix(self, suffix: str) -> Settings:
+        return replace(self, topic_suffix=suffix)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        root = project_root()
+        state_dir = Path(env.get("TIPLINE_STATE_DIR") or root / ".local").resolve()
+        cache_dir = Path(env.get("TIPLINE_CACHE_DIR") or root / ".cache").resolve()
+        kafka_port = _port(env, "TIPLINE_KAFKA_PORT", DEFAULT_KAFKA_PORT)
+        controller_port = _port(env, "TIPLINE_KAFKA_CONTROLLER_PORT", DEFAULT_KAFKA_CONTROLLER_PORT)
+        if controller_port == kafka_port:
+            raise ConfigError("TIPLINE_KAFKA_PORT and TIPLINE_KAFKA_CONTROLLER_PORT must differ.")
+        pg_port = _port(env, "TIPLINE_PG_PORT", DEFAULT_PG_PORT)
+        bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+        database_url = env.get("DATABASE_URL", "").strip()
+        log_format = env.get("TIPLINE_LOG_FORMAT", "console")
+        if log_format not in {"console", "json"}:
+            raise ConfigError(f"TIPLINE_LOG_FORMAT={log_format!r}: use 'console' or 'json'.")
+        partitions = _partitions(env.get("TIPLINE_PARTITIONS", "3"))
+        return cls(
+            root=root,
+            state_dir=state_dir,
+            cache_dir=cache_dir,
+            kafka_bootstrap=bootstrap or f"127.0.0.1:{kafka_port}",
+            kafka_external=bool(bootstrap),
+            kafka_port=kafka_port,
+            kafka_controller_port=controller_port,
+            database_url=database_url or local_database_url(state_dir, pg_port),
+            database_external=bool(database_url),
+            pg_port=pg_port,
+            http_port=_port(env, "TIPLINE_HTTP_PORT", DEFAULT_HTTP_PORT),
+            topic_suffix=env.get("TIPLINE_TOPIC_SUFFIX", ""),
+            partitions=partitions,
+            log_format=log_format,
+        )
+
+
+def _partitions(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"TIPLINE_PARTITIONS={raw!r} is not a whole number.") from None
+    if not 1 <= value <= 64:
+        raise ConfigError("TIPLINE_PARTITIONS must be between 1 and 64.")
+    return value
+
+
+LOCAL_DB_USER = "tipline"
+LOCAL_DB_NAME = "tipline"
+
+
+def local_password_file(state_dir: Path) -> Path:
+    return state_dir / "postgres.password"
+
+
+def local_database_url(state_dir: Path, port: int) -> str:
+    """The URL of the project's own cluster; its password is made at first start and kept beside it."""
+    pw_file = local_password_file(state_dir)
+    password = pw_file.read_text().strip() if pw_file.exists() else ""
+    auth = f"{LOCAL_DB_USER}:{password}" if password else LOCAL_DB_USER
+    return f"postgresql://{auth}@127.0.0.1:{port}/{LOCAL_DB_NAME}"

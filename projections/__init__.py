@@ -1,0 +1,1 @@
+"""Read models in PostgreSQL, built only from the event log."""
