@@ -90,6 +90,32 @@ def topics_list() -> None:
     console.print(table)
 
 
+STAGE_NAMES = ("ingest", "prioritize", "classify", "assess", "route")
+
+
+@app.command("stage")
+def stage(
+    stage_name: Annotated[str, typer.Argument(metavar="NAME", help="ingest, prioritize, classify, assess or route.")],
+    instance: Annotated[
+        str, typer.Option(help="Stable name of this replica ('auto': the host name), part of its transactional id.")
+    ] = "0",
+) -> None:
+    """Run one step processor until stopped (SIGTERM/SIGINT); scale by running more instances."""
+    if stage_name not in STAGE_NAMES:
+        raise typer.BadParameter(f"unknown stage {stage_name!r}; choose one of {', '.join(STAGE_NAMES)}.")
+    import importlib
+
+    from pipeline.runtime import run_stage
+
+    if instance == "auto":
+        import socket
+
+        instance = socket.gethostname()
+    settings = bootstrap.settings()
+    module = importlib.import_module(f"pipeline.{stage_name}.stage")
+    run_stage(module.spec(settings), settings, instance=instance)
+
+
 @app.command("demo")
 def demo(
     reports: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many reports to generate.")] = 2000,

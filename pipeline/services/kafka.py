@@ -27,6 +27,7 @@ from pipeline.services.common import (
 from pipeline.settings import KAFKA_VERSION, Settings
 
 VERSION_MARKER = "tipline-kafka-version"
+_DETACHED: list[subprocess.Popen[bytes]] = []
 
 
 def _java() -> str:
@@ -197,6 +198,9 @@ class LocalKafka:
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
             )
         self.pid_file.write_text(f"{proc.pid}\n")
+        # The broker outlives this process on purpose (its own session); keep the handle so that it is
+        # not reported as a leaked child while we are still here.
+        _DETACHED.append(proc)
         from pipeline.kafka import broker_answers
 
         def ready() -> bool:

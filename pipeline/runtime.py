@@ -1,0 +1,395 @@
+"""The stage runner: subscribe, decode, call the step's rules, encode, produce, commit - exactly once.
+
+Every step processor is a ``StageSpec`` run by ``run_stage``. The runner uses confluent-kafka's
+transactions (KIP-98/447): the outputs of a batch and the consumer offsets of its inputs commit in one
+Kafka transaction, so after a crash (even SIGKILL) a batch is either fully visible downstream with its
+offsets committed, or not at all and consumed again. Consumers read with ``isolation.level=read_committed``.
+
+Why not faust's agents here: faust-streaming's at-least-once mode re-delivers a batch after a crash
+(duplicating outputs), and its exactly-once mode is not dependable in our measurements; the project's
+guarantees (no lost report, no duplicate referral) are given by this runner. See README "Delivery".
+
+A stage that also keeps state in PostgreSQL (``uses_db=True``) gets one database transaction per batch,
+committed *before* the Kafka transaction. Its handler must be idempotent against a replayed batch: a
+replay re-reads the rows it wrote and produces the same outputs with the same deterministic event ids.
+
+The transactional id is stable per stage instance (``tipline.<stage><suffix>.<instance>``), so a
+restarted instance fences its killed predecessor and aborts its open transaction at once, instead of
+leaving downstream read_committed consumers waiting for a transaction timeout.
+
+Failure policy, passed in through ``StageSpec``: a record that cannot be decoded (``SerdeError``) or that
+the rules refuse (``DomainError``) goes to the stage's dead-letter topic with the reason in the headers,
+and processing continues; any other error aborts the batch, which is retried with backoff; a record that
+fails ``max_attempts`` times that way is dead-lettered too. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from pipeline import kafka, serde
+from pipeline.errors import DomainError, SerdeError
+from pipeline.lanes import LanePolicy, active_lanes
+from pipeline.logging import get_logger
+from pipeline.settings import Settings
+from pipeline.topics import TopicSpec, dead_letter, group, lane_of, name
+
+
+@dataclass(frozen=True)
+class Output:
+    """One event to produce: where, and under which key (the report id unless said otherwise)."""
+
+    topic: TopicSpec
+    event: Any
+    key: str | None = None
+
+
+@dataclass
+class Context:
+    """What a handler may touch besides its input: the settings, and the batch's database transaction."""
+
+    settings: Settings
+    db: Any = None  # psycopg.Connection inside an open transaction when the stage uses_db
+
+
+Handler = Callable[[Any, Context], Sequence[Output]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageSpec:
+    """A step processor: its name, input topics and rules. The runner does the rest."""
+
+    name: str
+    inputs: tuple[TopicSpec, ...]
+    handle: Handler
+    lanes: bool = False
+    lane_policy: LanePolicy = field(default_factory=LanePolicy)
+    uses_db: bool = False
+    batch_size: int = 500
+    max_attempts: int = 3
+    on_start: Callable[[Context], None] | None = None
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, *_: Any) -> None:
+        self.requested = True
+
+
+def dead_letter_headers(
+    stage: str, msg: Message, reason: str, message: str, field_name: str | None
+) -> list[tuple[str, bytes]]:
+    headers = [
+        ("dlq.stage", stage.encode()),
+        ("dlq.reason", reason.encode()),
+        ("dlq.message", message.encode()[:2000]),
+        ("dlq.source.topic", (msg.topic() or "").encode()),
+        ("dlq.source.partition", str(msg.partition()).encode()),
+        ("dlq.source.offset", str(msg.offset()).encode()),
+    ]
+    if field_name:
+        headers.append(("dlq.field", field_name.encode()))
+    return headers
+
+
+class StageRunner:
+    """Runs one instance of a stage until stopped. Built by ``run_stage``; tests may drive it directly."""
+
+    def __init__(self, spec: StageSpec, settings: Settings, *, instance: str | int = 0) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.suffix = settings.topic_suffix
+        self.log = get_logger(stage=spec.name, instance=instance)
+        self.dlq_topic = name(dead_letter(spec.name), self.suffix)
+        self.input_names = [name(t, self.suffix) for t in spec.inputs]
+        self.producer: Producer = kafka.producer(
+            settings,
+            **{
+                "transactional.id": f"{group(spec.name, self.suffix)}.{instance}",
+                "transaction.timeout.ms": 30000,
+                "linger.ms": 2,
+            },
+        )
+        self.consumer: Consumer = kafka.consumer(
+            settings,
+            group(spec.name, self.suffix),
+            **{
+                # Small prefetch so that a paused low lane does not keep a deep local queue.
+                "queued.max.messages.kbytes": 8192,
+                "max.poll.interval.ms": 300000,
+                "partition.assignment.strategy": "cooperative-sticky",
+            },
+        )
+        self.failures: dict[tuple[str, int, int], int] = {}
+        self.held_since: dict[int, float | None] = {}
+        self.paused: set[int] = set()
+        self.processed = 0
+        self.db: Any = None
+
+    # -- lanes ---------------------------------------------------------------------------------------------
+    def _lane_partitions(self) -> dict[int, list[TopicPartition]]:
+        by_lane: dict[int, list[TopicPartition]] = {}
+        for tp in self.consumer.assignment():
+            lane = lane_of(tp.topic)
+            if lane is not None:
+                by_lane.setdefault(lane, []).append(tp)
+        return by_lane
+
+    def _apply_lanes(self) -> None:
+        by_lane = self._lane_partitions()
+        if not by_lane:
+            return
+        positions = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(
+            [tp for tps in by_lane.values() for tp in tps])}
+        waiting: dict[int, bool] = {}
+        for lane, tps in by_lane.items():
+            if lane in self.paused:
+                waiting[lane] = True  # held back lanes count as waiting; they are resumed by aging or drain
+                continue
+            has = False
+            for tp in tps:
+                try:
+                    _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                except KafkaException:
+                    continue
+                pos = positions.get((tp.topic, tp.partition), -1)
+                if high > 0 and (pos < 0 or pos < high):
+                    has = True
+                    break
+            waiting[lane] = has
+        now = time.monotonic()
+        active = active_lanes(waiting, self.held_since, now, self.spec.lane_policy)
+        for lane, tps in by_lane.items():
+            if lane in active and lane in self.paused:
+                self.consumer.resume(tps)
+                self.paused.discard(lane)
+                self.held_since[lane] = None
+            elif lane not in active and lane not in self.paused:
+                self.consumer.pause(tps)
+                self.paused.add(lane)
+                self.held_since[lane] = now
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.producer.init_transactions(30)
+        self.consumer.subscribe(self.input_names, on_revoke=self._on_revoke)
+        if self.spec.uses_db:
+            from pipeline.db import connect
+
+            self.db = connect(self.settings)
+        if self.spec.on_start is not None:
+            self.spec.on_start(Context(self.settings, self.db))
+        self.log.info("stage_started", inputs=self.input_names)
+
+    def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        self.paused.clear()
+        self.held_since.clear()
+
+    def poll_once(self, timeout: float = 0.5) -> int:
+        """Consume one batch and commit it with its outputs; return how many records it held."""
+        if self.spec.lanes:
+            self._apply_lanes()
+        msgs = self.consumer.consume(self.spec.batch_size, timeout)
+        msgs = [m for m in msgs if not self._is_benign_error(m)]
+        if not msgs:
+            return 0
+        if self.spec.lanes:
+            msgs.sort(key=lambda m: lane_of(m.topic() or "") or 0)  # stable: partition order is kept
+        self._process_batch(msgs)
+        return len(msgs)
+
+    def _is_benign_error(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return False
+        if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):  # noqa: SLF001
+            return True
+        self.log.warning("consumer_error", error=err.str())
+        return True
+
+    def _process_batch(self, msgs: list[Message]) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._transact(msgs)
+            except _Retry as retry:
+                # The batch is still in memory and its offsets were not committed: try it again as it is.
+                if attempt >= self.spec.max_attempts:
+                    self._mark_failure(retry.msg)
+                time.sleep(min(0.2 * 2**attempt, 5.0))
+                continue
+            except KafkaException as exc:
+                self.log.warning("transaction_failed", error=str(exc), attempt=attempt)
+                self._abort()
+                self._rewind(msgs)
+                if _fatal(exc):
+                    raise
+                time.sleep(min(0.2 * 2**attempt, 5.0))
+                return
+            self.processed += len(msgs)
+            return
+
+    def _mark_failure(self, msg: Message | None) -> None:
+        if msg is not None:
+            key = (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+            self.failures[key] = self.spec.max_attempts
+
+    def _transact(self, msgs: list[Message]) -> None:
+        self.producer.begin_transaction()
+        db_tx = self.db.transaction() if self.db is not None else None
+        try:
+            if db_tx is not None:
+                db_tx.__enter__()
+            ctx = Context(self.settings, self.db)
+            for msg in msgs:
+                self._handle_one(msg, ctx)
+            if db_tx is not None:
+                db_tx.__exit__(None, None, None)
+                db_tx = None
+            self.producer.send_offsets_to_transaction(
+                _next_offsets(msgs),
+                self.consumer.consumer_group_metadata(),
+                30,
+            )
+            self.producer.commit_transaction(30)
+        except BaseException as exc:
+            if db_tx is not None:
+                db_tx.__exit__(type(exc), exc, exc.__traceback__)
+            self._abort()
+            raise
+
+    def _handle_one(self, msg: Message, ctx: Context) -> None:
+        key = (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        raw = msg.value() or b""
+        if self.failures.get(key, 0) >= self.spec.max_attempts:
+            self._dead_letter(msg, "unexpected_error", "failed repeatedly; see the stage's log", None)
+            return
+        try:
+            event = serde.decode(raw)
+        except SerdeError as exc:
+            self._dead_letter(msg, exc.reason, str(exc), exc.field)
+            return
+        try:
+            outputs = self.spec.handle(event, ctx)
+        except DomainError as exc:
+            self._dead_letter(msg, exc.reason, str(exc), exc.field)
+            return
+        except SerdeError as exc:
+            self._dead_letter(msg, exc.reason, str(exc), exc.field)
+            return
+        except Exception as exc:
+            self.failures[key] = self.failures.get(key, 0) + 1
+            self.log.error(
+                "record_failed",
+                topic=key[0],
+                partition=key[1],
+                offset=key[2],
+                error=type(exc).__name__,
+                detail=traceback.format_exception_only(exc)[-1].strip(),
+            )
+            raise _Retry(msg) from exc
+        for out in outputs:
+            try:
+                value = serde.encode(out.event)
+            except SerdeError as exc:
+                self._dead_letter(msg, exc.reason, f"output not encodable: {exc}", exc.field)
+                return
+            self.producer.produce(
+                name(out.topic, self.suffix),
+                key=(out.key or out.event.envelope.report_id).encode(),
+                value=value,
+                headers=serde.headers_for(out.event),
+            )
+
+    def _dead_letter(self, msg: Message, reason: str, message: str, field_name: str | None) -> None:
+        self.log.warning(
+            "record_dead_lettered",
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            reason=reason,
+            field=field_name,
+        )
+        self.producer.produce(
+            self.dlq_topic,
+            key=msg.key(),
+            value=msg.value(),
+            headers=dead_letter_headers(self.spec.name, msg, reason, message, field_name),
+        )
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as exc:
+            self.log.debug("abort_failed", error=str(exc))
+
+    def _rewind(self, msgs: list[Message]) -> None:
+        """Seek each partition back to the first record of the failed batch (its offsets were not committed)."""
+        first: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            k = (m.topic() or "", m.partition() or 0)
+            first[k] = min(first.get(k, m.offset() or 0), m.offset() or 0)
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                self.log.debug("seek_failed", topic=topic, partition=partition, error=str(exc))
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            self.producer.flush(10)
+            if self.db is not None:
+                self.db.close()
+        self.log.info("stage_stopped", processed=self.processed)
+
+
+class _Retry(Exception):  # noqa: N818 - control flow inside the runner only
+    def __init__(self, msg: Message) -> None:
+        super().__init__("retry")
+        self.msg = msg
+
+
+def _next_offsets(msgs: list[Message]) -> list[TopicPartition]:
+    """The offsets to commit for a batch: one past the last record of each partition in it."""
+    last: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        k = (m.topic() or "", m.partition() or 0)
+        last[k] = max(last.get(k, -1), m.offset() or 0)
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+def _fatal(exc: KafkaException) -> bool:
+    err = exc.args[0] if exc.args else None
+    return bool(err is not None and hasattr(err, "fatal") and err.fatal())
+
+
+def run_stage(spec: StageSpec, settings: Settings, *, instance: str | int = 0, max_idle_s: float | None = None) -> int:
+    """Run a stage until SIGTERM/SIGINT (or, for tests and benches, until idle for ``max_idle_s``)."""
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runner = StageRunner(spec, settings, instance=instance)
+    runner.start()
+    idle_since = time.monotonic()
+    try:
+        while not stop.requested:
+            n = runner.poll_once()
+            if n:
+                idle_since = time.monotonic()
+            elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                break
+    finally:
+        runner.close()
+    return runner.processed
