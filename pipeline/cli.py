@@ -29,6 +29,15 @@ topics_app = typer.Typer(help="The pipeline's Kafka topics.", no_args_is_help=Tr
 app.add_typer(services_app, name="services")
 app.add_typer(topics_app, name="topics")
 
+
+def _mount_step_commands() -> None:
+    """Each part's own sub-commands live beside its code; they are mounted here, one line each."""
+    # --- step sub-commands (one line per part; keep sorted) ---
+    # --- end step sub-commands ---
+
+
+_mount_step_commands()
+
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
