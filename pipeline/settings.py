@@ -53,7 +53,8 @@ class Settings:
     kafka_external: bool
     kafka_port: int
     kafka_controller_port: int
-    database_url: str
+    database_url_env: str
+    """DATABASE_URL as given; empty when the project's own cluster is used."""
     database_external: bool
     pg_port: int
     http_port: int
@@ -62,6 +63,14 @@ class Settings:
     partitions: int = 3
     log_format: str = "console"
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        """The user's DATABASE_URL, or the local cluster's (its password is made at first start, so
+        this is read when asked, not when the settings are)."""
+        if self.database_external:
+            return self.database_url_env
+        return local_database_url(self.state_dir, self.pg_port)
 
     @property
     def kafka_home(self) -> Path:
@@ -103,7 +112,7 @@ class Settings:
             kafka_external=bool(bootstrap),
             kafka_port=kafka_port,
             kafka_controller_port=controller_port,
-            database_url=database_url or local_database_url(state_dir, pg_port),
+            database_url_env=database_url,
             database_external=bool(database_url),
             pg_port=pg_port,
             http_port=_port(env, "TIPLINE_HTTP_PORT", DEFAULT_HTTP_PORT),
