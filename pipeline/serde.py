@@ -21,12 +21,11 @@ import io
 import types
 import typing
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
 import fastavro
-import fastavro.validation
 
 from pipeline import events, schema_registry
 from pipeline.errors import SerdeError
@@ -47,7 +46,18 @@ class _Codegen:
     """Writes ``to_avro``/``from_avro`` functions for every dataclass reachable from the events."""
 
     def __init__(self) -> None:
-        self.ns: dict[str, Any] = {"_check_dt": _check_dt, "_check_str": _check_str, "_SerdeError": SerdeError}
+        self.ns: dict[str, Any] = {
+            "_check_str": _check_str,
+            "_new": object.__new__,
+            "_not_bool": _not_bool,
+            "_NULL": ("null", None),
+            "_EPOCH": _EPOCH,
+            "_EPOCH_DATE": _EPOCH.date(),
+            "_EPOCH_ORDINAL": _EPOCH.date().toordinal(),
+            "_MS": timedelta(milliseconds=1),
+            "_timedelta": timedelta,
+            "_date_fromordinal": date.fromordinal,
+        }
         self.done: set[type] = set()
         self.src: list[str] = []
 
@@ -56,14 +66,14 @@ class _Codegen:
         self.ns[name] = obj
         return name
 
-    def enc(self, hint: Any, expr: str, path: str, meta: typing.Mapping[str, Any]) -> str:
+    def enc(self, hint: Any, expr: str, path: str, meta: typing.Mapping[str, Any]) -> str:  # noqa: PLR0911
         origin = typing.get_origin(hint)
         if origin in (types.UnionType, typing.Union):
             (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
-            inner_expr = self.enc(inner, "_v", path, meta)
-            if inner_expr == "_v":
-                return expr
-            return f"(None if (_v := {expr}) is None else {inner_expr})"
+            # fastavro's tuple notation names the union branch; without it the writer validates the
+            # value (a whole record, for optional records) against each branch to guess.
+            inner_expr = f"({_branch_name(inner)!r}, {self.enc(inner, '_v', path, meta)})"
+            return f"(_NULL if (_v := {expr}) is None else {inner_expr})"
         if origin is tuple:
             item = typing.get_args(hint)[0]
             item_meta = {"max_length": meta["max_item_length"]} if "max_item_length" in meta else {}
@@ -74,8 +84,14 @@ class _Codegen:
             if item_expr == "_x":
                 return expr
             return f"[{item_expr} for _x in {expr}]"
+        if hint is bool:
+            # fastavro writes any truthy value as true; a stray "no" must not become a yes.
+            return f"(_b if ((_b := {expr}) is True or _b is False) else _not_bool())"
         if hint is datetime:
-            return f"_check_dt({expr}, {path!r})"
+            # Timestamps are converted here, not by fastavro's logical-type layer (several times slower).
+            return f"(({expr}) - _EPOCH) // _MS"
+        if hint is date:
+            return f"(({expr}) - _EPOCH_DATE).days"
         if hint is str and "max_length" in meta:
             return f"_check_str({expr}, {meta['max_length']}, {path!r})"
         if dataclasses.is_dataclass(hint):
@@ -83,7 +99,7 @@ class _Codegen:
             return f"{self.sym(hint, 'enc')}({expr})"
         return expr
 
-    def dec(self, hint: Any, expr: str, path: str, meta: typing.Mapping[str, Any]) -> str:
+    def dec(self, hint: Any, expr: str, path: str, meta: typing.Mapping[str, Any]) -> str:  # noqa: PLR0911
         origin = typing.get_origin(hint)
         if origin in (types.UnionType, typing.Union):
             (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -101,6 +117,10 @@ class _Codegen:
             if item_expr == "_x":
                 return f"tuple({expr})"
             return f"tuple([{item_expr} for _x in {expr}])"
+        if hint is datetime:
+            return f"(_EPOCH + _timedelta(milliseconds={expr}))"
+        if hint is date:
+            return f"_date_fromordinal(_EPOCH_ORDINAL + {expr})"
         if isinstance(hint, type) and issubclass(hint, enum.Enum):
             # A dict lookup is several times faster than calling the enum class.
             return f"{self.sym(dict(hint._value2member_map_), 'members_' + hint.__name__)}[{expr}]"
@@ -117,16 +137,19 @@ class _Codegen:
         self.done.add(cls)
         hints = typing.get_type_hints(cls)
         enc_lines, dec_lines = [], []
-        for f in dataclasses.fields(cls):
-            path = f.name
-            enc_lines.append(f"        {f.name!r}: {self.enc(hints[f.name], f'o.{f.name}', path, f.metadata)},")
-            dec_lines.append(f"        {f.name}={self.dec(hints[f.name], f'd[{f.name!r}]', path, f.metadata)},")
         cls_sym = self.sym(cls, "cls")
+        for f in dataclasses.fields(cls):
+            hint, meta = hints[f.name], f.metadata
+            enc_lines.append(f"        {f.name!r}: {self.enc(hint, f'o.{f.name}', f.name, meta)},")
+            # Frozen dataclasses set each field through object.__setattr__ in __init__; calling the slot
+            # descriptors directly builds the same object in half the time (no __post_init__ exists).
+            setter = self.sym(cls.__dict__[f.name].__set__, f"set_{cls.__name__}_{f.name}")
+            dec_lines.append(f"    {setter}(o, {self.dec(hint, f'd[{f.name!r}]', f.name, meta)})")
+        self.src.append(f"def _enc_{cls.__name__}(o):\n    return {{\n" + "\n".join(enc_lines) + "\n    }\n")
         self.src.append(
-            f"def _enc_{cls.__name__}(o):\n    return {{\n" + "\n".join(enc_lines) + "\n    }\n"
-        )
-        self.src.append(
-            f"def _dec_{cls.__name__}(d):\n    return {cls_sym}(\n" + "\n".join(dec_lines) + "\n    )\n"
+            f"def _dec_{cls.__name__}(d):\n    o = _new({cls_sym})\n"
+            + "\n".join(dec_lines)
+            + "\n    return o\n"
         )
 
     def build(self) -> dict[str, Any]:
@@ -137,16 +160,53 @@ class _Codegen:
         return self.ns
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _branch_name(hint: Any) -> str:
+    """The name fastavro's tuple notation uses for a union branch of this type."""
+    if dataclasses.is_dataclass(hint) or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+        return f"{schema_registry.namespace_of(hint)}.{hint.__name__}"
+    if typing.get_origin(hint) is tuple:
+        return "array"
+    return {str: "string", int: "long", bool: "boolean", bytes: "bytes", datetime: "long", date: "int"}[hint]
+
+
+def _strip_logical(schema: Any) -> Any:
+    """The schema with logical types removed: serde converts times itself, fastavro sees plain numbers.
+
+    Parsing Canonical Form drops logical types too, so fingerprints are unchanged.
+    """
+    if isinstance(schema, list):
+        return [_strip_logical(s) for s in schema]
+    if isinstance(schema, dict):
+        if "logicalType" in schema and isinstance(schema.get("type"), str):
+            return schema["type"]
+        return {
+            k: _strip_logical(v) if k in ("type", "items", "values", "fields") else v
+            for k, v in schema.items()
+        }
+    return schema
+
+
+def _not_bool() -> bool:
+    raise TypeError("a boolean field holds something else")
+
+
 def _check_dt(value: Any, path: str) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
-        raise SerdeError(f"{path} is a naive datetime; give it a timezone (UTC).", reason="wrong_type", field=path)
+        raise SerdeError(
+            f"{path} is a naive datetime; give it a timezone (UTC).", reason="wrong_type", field=path
+        )
     return value
 
 
 def _check_str(value: Any, limit: int, path: str) -> Any:
     if isinstance(value, str) and len(value) > limit:
         raise SerdeError(
-            f"{path} has {len(value):,} characters; at most {limit:,} are allowed.", reason="too_long", field=path
+            f"{path} has {len(value):,} characters; at most {limit:,} are allowed.",
+            reason="too_long",
+            field=path,
         )
     return value
 
@@ -159,40 +219,83 @@ def _check_len(value: Any, limit: int, path: str) -> Any:
     return value
 
 
-def _locate(hint: Any, value: Any, path: str, meta: typing.Mapping[str, Any], attr: bool) -> SerdeError | None:
-    """Re-walk a value slowly to name the dotted field a fast converter complained about."""
+_SIMPLE_TYPES: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), bool: (bool,), bytes: (bytes,)}
+
+
+def _wrong(path: str, expected: str, value: Any) -> SerdeError:
+    return SerdeError(
+        f"{path or 'the event'} must be {expected}, not {type(value).__name__}.",
+        reason="wrong_type",
+        field=path,
+    )
+
+
+def _diagnose(  # noqa: PLR0911, PLR0912 - one case per type shape, like the converters
+    hint: Any, value: Any, path: str, meta: typing.Mapping[str, Any], attr: bool
+) -> SerdeError | None:
+    """Re-walk a value slowly to name the dotted field the fast path failed on, and why.
+
+    ``attr`` walks a dataclass (encode: types and limits are checked); otherwise an Avro dict (decode:
+    fastavro has checked the types already, so only the limits are).
+    """
     origin = typing.get_origin(hint)
-    if value is None:
-        return None
     if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
         (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _locate(inner, value, path, meta, attr)
+        return _diagnose(inner, value, path, meta, attr)
     if origin is tuple:
+        if not isinstance(value, tuple | list):
+            return _wrong(path, "a tuple", value)
         item_meta = {"max_length": meta["max_item_length"]} if "max_item_length" in meta else {}
-        try:
-            if "max_items" in meta:
-                _check_len(value, meta["max_items"], path)
-        except SerdeError as err:
-            return err
+        if "max_items" in meta and len(value) > meta["max_items"]:
+            return _catch(_check_len, value, meta["max_items"], path)
         for i, item in enumerate(value):
-            found = _locate(typing.get_args(hint)[0], item, f"{path}[{i}]", item_meta, attr)
+            found = _diagnose(typing.get_args(hint)[0], item, f"{path}[{i}]", item_meta, attr)
             if found is not None:
                 return found
         return None
-    try:
-        if hint is datetime:
-            _check_dt(value, path)
-        if hint is str and "max_length" in meta:
-            _check_str(value, meta["max_length"], path)
-    except SerdeError as err:
-        return err
+    if hint is str and "max_length" in meta and isinstance(value, str):
+        return _catch(_check_str, value, meta["max_length"], path)
+    if not attr:
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            hints = typing.get_type_hints(hint)
+            for f in dataclasses.fields(hint):
+                found = _diagnose(
+                    hints[f.name], value.get(f.name), f"{path}.{f.name}".lstrip("."), f.metadata, attr
+                )
+                if found is not None:
+                    return found
+        return None
+    if hint in _SIMPLE_TYPES:
+        ok = isinstance(value, _SIMPLE_TYPES[hint]) and (hint is bool or not isinstance(value, bool))
+        article = "an" if hint is int else "a"
+        return None if ok else _wrong(path, f"{article} {hint.__name__}", value)
+    if hint is datetime:
+        if not isinstance(value, datetime):
+            return _wrong(path, "a datetime", value)
+        return _catch(_check_dt, value, path)
+    if hint is date:
+        return None if isinstance(value, date) else _wrong(path, "a date", value)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return None if value in hint._value2member_map_ else _wrong(path, f"a {hint.__name__}", value)
     if dataclasses.is_dataclass(hint):
+        if not isinstance(value, hint):
+            return _wrong(path, f"a {hint.__name__}", value)
         hints = typing.get_type_hints(hint)
         for f in dataclasses.fields(hint):
-            sub = getattr(value, f.name) if attr else value[f.name]
-            found = _locate(hints[f.name], sub, f"{path}.{f.name}".lstrip("."), f.metadata, attr)
+            sub = getattr(value, f.name)
+            found = _diagnose(hints[f.name], sub, f"{path}.{f.name}".lstrip("."), f.metadata, attr)
             if found is not None:
                 return found
+    return None
+
+
+def _catch(check: Any, *args: Any) -> SerdeError | None:
+    try:
+        check(*args)
+    except SerdeError as err:
+        return err
     return None
 
 
@@ -206,12 +309,15 @@ class _Codec:
     encode: Any
     decode: Any
     current: schema_registry.SchemaFile
+    parsed: Any
+    """The current schema, logical types stripped, parsed for fastavro."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class _Table:
     by_type: dict[type, _Codec]
-    by_fingerprint: dict[bytes, tuple[_Codec, schema_registry.SchemaFile]]
+    by_fingerprint: dict[bytes, tuple[_Codec, Any]]
+    """Fingerprint -> (codec of the event, the writer schema parsed; None when it is the current one)."""
 
 
 @cache
@@ -231,10 +337,22 @@ def _table() -> _Table:
                 reason="missing_schema",
             )
         by_type[cls] = _Codec(
-            event_name=name, cls=cls, encode=ns[f"_enc_{name}"], decode=ns[f"_dec_{name}"], current=current[name]
+            event_name=name,
+            cls=cls,
+            encode=ns[f"_enc_{name}"],
+            decode=ns[f"_dec_{name}"],
+            current=current[name],
+            parsed=_parse(current[name].raw),
         )
-    by_fp = {f.fingerprint: (by_type[EVENT_TYPES[f.event_name]], f) for f in files}
+    by_fp: dict[bytes, tuple[_Codec, Any]] = {}
+    for f in files:
+        codec = by_type[EVENT_TYPES[f.event_name]]
+        by_fp[f.fingerprint] = (codec, None if f is codec.current else _parse(f.raw))
     return _Table(by_type=by_type, by_fingerprint=by_fp)
+
+
+def _parse(raw: dict[str, Any]) -> Any:
+    return fastavro.parse_schema(_strip_logical(raw), named_schemas={})
 
 
 def fingerprint_of(event_type: type[Event] | str) -> bytes:
@@ -259,40 +377,21 @@ def encode(event: Event) -> bytes:
         )
     try:
         record = codec.encode(event)
-    except SerdeError as err:
-        raise (_locate(codec.cls, event, "", {}, True) or err) from None
-    except (AttributeError, TypeError) as exc:
-        raise SerdeError(
-            f"{codec.event_name} holds a value of the wrong type ({exc}).", reason="wrong_type"
+        buf = io.BytesIO()
+        buf.write(MAGIC)
+        buf.write(codec.current.fingerprint)
+        fastavro.schemaless_writer(buf, codec.parsed, record)
+    except (SerdeError, TypeError, ValueError, AttributeError, OverflowError, KeyError) as exc:
+        found = _diagnose(codec.cls, event, "", {}, True)
+        if isinstance(exc, SerdeError):
+            # Our own limit checks: no library error to chain, only a more precise field name to add.
+            raise (found or exc) from None
+        raise (
+            found or SerdeError(f"{codec.event_name} cannot be encoded ({exc}).", reason="wrong_type")
         ) from exc
-    buf = io.BytesIO()
-    buf.write(MAGIC)
-    buf.write(codec.current.fingerprint)
-    try:
-        fastavro.schemaless_writer(buf, codec.current.parsed, record)
-    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-        field = _invalid_field(codec.current.parsed, record)
-        where = f" in {field}" if field else ""
-        raise SerdeError(
-            f"{codec.event_name} cannot be encoded: a value{where} has the wrong type.",
-            reason="wrong_type",
-            field=field,
-        ) from exc
+    if type(record) is not dict:  # pragma: no cover - the generated converters always return dicts
+        raise SerdeError("internal error: converter returned no record.", reason="internal")
     return buf.getvalue()
-
-
-def _invalid_field(schema: Any, record: Any) -> str | None:
-    """The dotted name of the first invalid field (slow; only on the error path)."""
-    try:
-        fastavro.validation.validate(record, schema, raise_errors=True)
-    except fastavro.validation.ValidationError as exc:
-        for err in exc.errors:
-            parts = str(getattr(err, "field", "")).split(".")
-            # fastavro names fields "<namespace>.<Record>.<field>"; keep the field names only.
-            return ".".join(p for p in parts if p and not p[0].isupper() and p != "ca" and p != "tipline")
-    except Exception:  # noqa: BLE001 - the diagnosis must never hide the original error
-        return None
-    return None
 
 
 # --- Decoding -------------------------------------------------------------------------------------
@@ -309,7 +408,7 @@ def _header(data: bytes) -> bytes:
     return bytes(data[2:HEADER_LEN])
 
 
-def _lookup(data: bytes) -> tuple[_Codec, schema_registry.SchemaFile]:
+def _lookup(data: bytes) -> tuple[_Codec, Any]:
     fp = _header(data)
     found = _table().by_fingerprint.get(fp)
     if found is None:
@@ -331,9 +430,11 @@ def decode(data: bytes) -> Event:
     codec, writer = _lookup(data)
     buf = io.BytesIO(data)
     buf.seek(HEADER_LEN)
-    reader = None if writer is codec.current else codec.current.parsed
     try:
-        record = fastavro.schemaless_reader(buf, writer.parsed, reader)
+        if writer is None:
+            record = fastavro.schemaless_reader(buf, codec.parsed, None)
+        else:
+            record = fastavro.schemaless_reader(buf, writer, codec.parsed)
     except (EOFError, StopIteration) as exc:
         raise SerdeError(f"the {codec.event_name} record is truncated.", reason="truncated") from exc
     except UnicodeDecodeError as exc:
@@ -348,7 +449,7 @@ def decode(data: bytes) -> Event:
     try:
         event: Event = codec.decode(record)
     except SerdeError as err:
-        raise (_locate(codec.cls, record, "", {}, False) or err) from None
+        raise (_diagnose(codec.cls, record, "", {}, False) or err) from None
     except KeyError as exc:
         raise SerdeError(f"the {codec.event_name} record lacks {exc}.", reason="corrupt") from exc
     return event

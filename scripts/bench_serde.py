@@ -1,0 +1,130 @@
+"""Benchmark: decode + encode round trips per second of a typical ReportClassified, on one core.
+
+Run: ``.venv/bin/python scripts/bench_serde.py``. Prints figures; asserts nothing (not a timed test).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from pipeline import events as ev
+from pipeline import serde
+
+
+def typical_report_classified() -> ev.ReportClassified:
+    """A web report with two incidents (a web page with 5 URLs and 2 files, an e-mail) and a suspect."""
+    now = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
+    actor = ev.Actor(kind=ev.ActorKind.SYSTEM, id="classify")
+    first = ev.Envelope.first(
+        submission_id="0b8f0d1e-7e53-4c5b-9d55-6a3f1d1f2a10",
+        event_type="ReportSubmitted",
+        report_id="CT-2026-004211",
+        producer="intake/0.1.0",
+        actor=ev.Actor(kind=ev.ActorKind.REPORTER, id="web"),
+        occurred_at=now,
+    )
+    envelope = ev.Envelope.follow(
+        first, event_type="ReportClassified", producer="classify/0.1.0", actor=actor, occurred_at=now
+    )
+    urls = tuple(
+        ev.UrlRef(
+            original=f"HTTPS://Files.Example-Host.nl/gallery/{i}/index.html?ref=abc{i}",
+            normalized=f"https://files.example-host.nl/gallery/{i}/index.html?ref=abc{i}",
+            host="files.example-host.nl",
+        )
+        for i in range(5)
+    )
+    files = tuple(
+        ev.FileRef(
+            file_name=f"img_{i:04d}.jpg",
+            hashes=(
+                ev.FileHash(hash_type=ev.HashType.MD5, value="9e107d9d372bb6826bd81d3542a419d6"),
+                ev.FileHash(hash_type=ev.HashType.PDQ, value="f" * 64),
+            ),
+            seen_at_url=urls[i].normalized,
+        )
+        for i in range(2)
+    )
+    body = ev.ReportBody(
+        report_number="CT-2026-004211",
+        channel=ev.Channel.WEB,
+        language=ev.Language.EN,
+        received_at=now,
+        reporter_category=ev.Category.CSAM,
+        description="I found a gallery of images of what look like young children on this site. " * 8,
+        incidents=(
+            ev.Incident(
+                incident_id="CT-2026-004211/1", technology=ev.Technology.WEB_PAGE, urls=urls, files=files
+            ),
+            ev.Incident(
+                incident_id="CT-2026-004211/2", technology=ev.Technology.EMAIL, emails=("seller@example.com",)
+            ),
+        ),
+        suspect=ev.Suspect(
+            usernames=("darkuser77",),
+            emails=("seller@example.com",),
+            ip_events=(ev.IpEvent(ip="203.0.113.9", event="upload", at=now),),
+            location=ev.Location(country="NL"),
+        ),
+        victim=None,
+        annotations=(ev.Annotation.SELF_PRODUCTION,),
+        facts=ev.Facts(
+            content=(ev.ContentKind.SEXUAL_IMAGE_OR_VIDEO,),
+            actions=(ev.MaterialAction.SHARED,),
+            sender_role=ev.Role.ADULT,
+            recipient_role=ev.Role.UNKNOWN,
+        ),
+        anonymous=True,
+        contact=None,
+        reporters_count=1,
+    )
+    return ev.ReportClassified(
+        envelope=envelope,
+        level=2,
+        priority_reasons=("csam_content",),
+        arrival_seq=1772600767890,
+        incidents=(
+            ev.IncidentClassification(
+                incident_id="CT-2026-004211/1",
+                reporter_category=ev.Category.CSAM,
+                assigned_category=ev.Category.CSAM,
+                sections=("163.1(3)",),
+                verdict=ev.Verdict.CONFIRMED,
+                reasons=("content_sexual_image_of_minor", "shared"),
+            ),
+            ev.IncidentClassification(
+                incident_id="CT-2026-004211/2",
+                reporter_category=ev.Category.CSAM,
+                assigned_category=None,
+                verdict=ev.Verdict.UNCLASSIFIABLE,
+                reasons=("no_content_described",),
+            ),
+        ),
+        needs_analyst_review=True,
+        body=body,
+    )
+
+
+def main() -> None:
+    event = typical_report_classified()
+    data = serde.encode(event)
+    assert serde.decode(data) == event  # noqa: S101 - a benchmark of a broken codec is worthless
+    for label, fn in (
+        ("encode", lambda: serde.encode(event)),
+        ("decode", lambda: serde.decode(data)),
+        ("decode+encode", lambda: serde.encode(serde.decode(data))),
+    ):
+        n = 0
+        started = time.perf_counter()
+        deadline = started + 2.0
+        while time.perf_counter() < deadline:
+            for _ in range(500):
+                fn()
+            n += 500
+        rate = n / (time.perf_counter() - started)
+        print(f"{label:<14} {rate:>10,.0f} /s   ({len(data)} bytes per event)")
+
+
+if __name__ == "__main__":
+    main()
