@@ -558,6 +558,8 @@ class ReportClosed:
     hosting_countries: tuple[str, ...] = ()
     received_at: datetime
     closed_reason: str
+    tags: tuple[str, ...] = ()
+    """Classification tags (e.g. "sextortion", tracked as a trend, not a category); added in v2."""
 
 
 Event = (
@@ -588,5 +590,5 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 """Every event type by name; ``envelope.event_type`` is one of these keys."""
 
-SCHEMA_VERSIONS: dict[str, int] = dict.fromkeys(EVENT_TYPES, 1)
+SCHEMA_VERSIONS: dict[str, int] = {**dict.fromkeys(EVENT_TYPES, 1), "ReportClosed": 2}
 """The current schema version of each event: bump it (and keep the old file) when an event changes."""
