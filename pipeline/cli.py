@@ -129,11 +129,14 @@ def stage(
 def demo(
     reports: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many reports to generate.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the report generator (same seed, same stream).")] = 7,
+    chaos: Annotated[
+        bool, typer.Option("--chaos", help="SIGKILL and restart every process at least once during the run.")
+    ] = False,
 ) -> None:
-    """Bring up the services, run the pipeline on a generated report stream, print the statistics."""
+    """Bring up the services, run every step on a generated report stream, print the statistics."""
     from pipeline.demo import run_demo
 
-    run_demo(bootstrap.settings(), reports=reports, seed=seed, console=console)
+    run_demo(bootstrap.settings(), reports=reports, seed=seed, chaos=chaos, console=console)
 
 
 def main() -> None:

@@ -1,41 +1,206 @@
-"""`tipline demo`: bring up the services and push reports through the pipeline.
+"""`tipline demo`: the whole pipeline on a generated report stream shaped like the tipline's traffic.
 
-This first version proves the foundation: services up, topics created, one record produced with
-confluent-kafka and read back from the real broker. The whole-pipeline demo grows from here.
+It brings up the services, creates a fresh set of topics for the run (a run suffix keeps runs apart,
+so the statistics are this run's), starts every stage, the projector and the simulated analysts as
+separate processes, publishes the generated reports as an intake system would, waits until every
+report is closed, checks that each closed exactly once and that no referral went out twice, and prints
+the statistics beside the published figures. With ``--chaos`` every process is killed with SIGKILL and
+restarted at least once while the stream flows.
 """
 
 from __future__ import annotations
 
+import random
+import threading
 import time
-import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline import bootstrap, kafka
-from pipeline.errors import ServiceError
+from pipeline import bootstrap
+from pipeline.errors import TiplineError
+from pipeline.fleet import Fleet
 from pipeline.settings import Settings
-from pipeline.topics import SUBMITTED, name
+from pipeline.tally import Verdict, Watcher
+from pipeline.topics import STAGES
 
 
-def run_demo(settings: Settings, *, reports: int, seed: int, console: Console) -> None:
+class DemoFailed(TiplineError):
+    """The run ended without every report closed exactly once."""
+
+
+@dataclass
+class RunResult:
+    settings: Settings
+    reports: int
+    seconds: float
+    verdict: Verdict
+    kills: dict[str, int]
+    latencies_ms: list[float]
+    log_dir: str
+
+
+def run_suffix(seed: int) -> str:
+    return f".run{datetime.now(UTC):%Y%m%d%H%M%S}s{seed}"
+
+
+def start_fleet(settings: Settings, *, seed: int, analysts: int = 2) -> Fleet:
+    fleet = Fleet(settings, settings.state_dir / "runs" / settings.topic_suffix.lstrip("."))
+    for stage in STAGES:
+        fleet.add(stage, "stage", stage, "--instance", "0")
+    fleet.add("projections", "projections", "run")
+    fleet.add("analysts", "analyst", "simulate", "--seed", str(seed), "--analysts", str(analysts))
+    fleet.start_all()
+    return fleet
+
+
+def publish(settings: Settings, reports: int, seed: int, published: list[int], errors: list[BaseException]) -> None:
+    """Hand the generated reports in as an intake system does (the client encrypts contacts first)."""
+    from pipeline.generator import generate
+    from pipeline.ingest.client import IntakeClient
+
+    try:
+        with IntakeClient(settings) as client:
+            for report in generate(reports, seed):
+                client.submit(report)
+                published[0] += 1
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which reports it
+        errors.append(exc)
+
+
+def run_pipeline(
+    settings: Settings,
+    *,
+    reports: int,
+    seed: int,
+    chaos: bool = False,
+    console: Console | None = None,
+    timeout_s: float = 3600.0,
+) -> RunResult:
+    """Run the stream through the whole pipeline and wait for every report to end. Used by demo and bench."""
+    bootstrap.ensure_topics(settings)
+    started = time.monotonic()
+    fleet = start_fleet(settings, seed=seed)
+    watcher = Watcher(settings)
+    published = [0]
+    errors: list[BaseException] = []
+    publisher = threading.Thread(target=publish, args=(settings, reports, seed, published, errors), daemon=True)
+    chaos_plan = _chaos_plan(fleet, seed) if chaos else []
+    try:
+        publisher.start()
+        with Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+            disable=console is None,
+        ) as progress:
+            sub = progress.add_task("submitted", total=reports)
+            done = progress.add_task("closed", total=reports)
+            deadline = time.monotonic() + timeout_s
+            while watcher.tally.ended < reports:
+                if errors:
+                    raise errors[0]
+                if time.monotonic() > deadline:
+                    raise DemoFailed(
+                        f"Only {watcher.tally.ended} of {reports} reports were closed within {timeout_s:.0f} s; "
+                        f"see the process logs in {fleet.log_dir}."
+                    )
+                watcher.poll(0.2)
+                fleet.check()
+                _run_chaos(fleet, chaos_plan, watcher.tally.ended / reports)
+                progress.update(sub, completed=published[0])
+                progress.update(done, completed=watcher.tally.ended)
+            progress.update(sub, completed=published[0])
+        # Read on briefly so that a duplicate close or referral, if any, is seen too.
+        settle_until = time.monotonic() + 2.0
+        while time.monotonic() < settle_until:
+            watcher.poll(0.2)
+        verdict = watcher.tally.verdict(reports)
+        seconds = time.monotonic() - started
+        lat = [
+            (watcher.tally.closed_at[r] - watcher.tally.received_at[r]).total_seconds() * 1000
+            for r in watcher.tally.closed_at
+        ]
+        return RunResult(
+            settings=settings,
+            reports=reports,
+            seconds=seconds,
+            verdict=verdict,
+            kills={m.name: m.kills for m in fleet.members.values()},
+            latencies_ms=lat,
+            log_dir=str(fleet.log_dir),
+        )
+    finally:
+        watcher.close()
+        fleet.stop_all()
+        publisher.join(5)
+
+
+def _chaos_plan(fleet: Fleet, seed: int) -> list[tuple[float, str]]:
+    """Each process killed once at a point of the run (a share of reports closed), in a seeded order."""
+    names = list(fleet.members)
+    rng = random.Random(seed)
+    rng.shuffle(names)
+    return [(0.1 + 0.7 * i / max(1, len(names) - 1), n) for i, n in enumerate(names)]
+
+
+def _run_chaos(fleet: Fleet, plan: list[tuple[float, str]], progress: float) -> None:
+    while plan and progress >= plan[0][0]:
+        _at, member = plan.pop(0)
+        fleet.kill(member)
+        fleet.start(member)
+
+
+def run_demo(settings: Settings, *, reports: int, seed: int, chaos: bool, console: Console) -> None:
     started = time.monotonic()
     bootstrap.services_up(settings)
     console.print(f"Services ready in {time.monotonic() - started:.1f} s.")
-    topic = name(SUBMITTED, settings.topic_suffix)
-    marker = uuid.uuid4().hex.encode()
-    prod = kafka.producer(settings)
-    prod.produce(topic, key=marker, value=b"demo-ping")
-    if prod.flush(30) != 0:
-        raise ServiceError("The demo record was not acknowledged by Kafka within 30 s.")
-    cons = kafka.consumer(settings, f"tipline.demo.{marker.decode()}")
-    try:
-        cons.subscribe([topic])
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            msg = cons.poll(0.5)
-            if msg is not None and msg.error() is None and msg.key() == marker:
-                console.print(f"A record went through {topic} and came back (seed {seed}, {reports} requested).")
-                return
-    finally:
-        cons.close()
-    raise ServiceError("The demo record did not come back from Kafka within 60 s.")
+    run = settings if settings.topic_suffix else settings.with_suffix(run_suffix(seed))
+    console.print(
+        f"Run [bold]{run.topic_suffix.lstrip('.')}[/]: {reports} reports, seed {seed}"
+        + (", chaos: every process SIGKILLed and restarted once" if chaos else "")
+    )
+    result = run_pipeline(run, reports=reports, seed=seed, chaos=chaos, console=console)
+    _print_result(result, console)
+    if not result.verdict.ok:
+        v = result.verdict
+        raise DemoFailed(
+            f"{v.missing} report(s) not closed, {len(v.closed_twice)} closed twice, "
+            f"{len(v.duplicate_referrals)} referral(s) duplicated; see {result.log_dir}."
+        )
+
+
+def _print_result(result: RunResult, console: Console) -> None:
+    from projections.stats import print_stats, wait_for_projection
+
+    v = result.verdict
+    console.print(
+        f"{v.ended} of {v.expected} reports closed in {result.seconds:.1f} s "
+        f"({v.expected / result.seconds:.0f} reports/s); closed twice: {len(v.closed_twice)}; "
+        f"duplicate referrals: {len(v.duplicate_referrals)}."
+    )
+    if any(result.kills.values()):
+        console.print("Processes killed with SIGKILL and restarted: " + ", ".join(
+            f"{k} x{n}" for k, n in result.kills.items() if n))
+    wait_for_projection(result.settings, closed=v.ended - 0)
+    print_stats(result.settings, console)
+    console.print(
+        f"Inspect this run: TIPLINE_TOPIC_SUFFIX={result.settings.topic_suffix} .venv/bin/tipline stats "
+        f"(or audit history REPORT_ID); process logs in {result.log_dir}."
+    )
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"p50": None, "p99": None}
+    ordered = sorted(values)
+    return {
+        "p50": ordered[len(ordered) // 2],
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+    }
