@@ -139,6 +139,21 @@ def demo(
     run_demo(bootstrap.settings(), reports=reports, seed=seed, chaos=chaos, console=console)
 
 
+@app.command("bench")
+def bench(
+    reports: Annotated[int, typer.Option(min=100, max=1_000_000, help="Reports in the end-to-end run.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Seed of the report generator.")] = 11,
+    out: Annotated[str, typer.Option(help="Where to write the figures as JSON.")] = "bench-results/latest.json",
+) -> None:
+    """Measure this version's figures against a raw Kafka baseline in the same run; print and save them."""
+    from pathlib import Path
+
+    from pipeline.bench import run_bench
+
+    settings = bootstrap.settings()
+    run_bench(settings, reports=reports, seed=seed, out=settings.root / Path(out), console=console)
+
+
 def main() -> None:
     """Entry point: runs the app and turns the project's errors into one sentence and an exit code."""
     try:

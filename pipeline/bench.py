@@ -1,0 +1,156 @@
+"""`tipline bench`: the version's figures, measured in one run on this machine, printed and saved as JSON.
+
+- a raw Kafka baseline: confluent-kafka produce and consume of the same number of records of the same
+  size as the run's ReportSubmitted events (the ceiling any pipeline on this broker works under);
+- end-to-end pipeline throughput (reports/s from the first submission to the last close), and its ratio
+  to the baseline; submitted-to-closed latency p50 and p99 (received_at to closed time, per report);
+- the priority-under-backlog figure (the prioritize step's benchmark);
+- projection rebuild events/s (the projections' benchmark).
+Figures, not pass/fail: these machines are shared and noisy. Targets for this version are printed beside.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import bootstrap, kafka
+from pipeline.settings import Settings
+from pipeline.topics import SUBMITTED, TopicSpec, name
+
+TARGET_E2E = 500.0
+TARGET_REBUILD = 20_000.0
+
+
+def raw_baseline(settings: Settings, count: int, size: int) -> dict[str, float]:
+    """Produce ``count`` records of ``size`` bytes with confluent-kafka and consume them back."""
+    spec = TopicSpec(name="tipline.bench.raw.v1", events=(), description="benchmark baseline", produced_by="bench")
+    raw = settings.with_suffix(settings.topic_suffix + f".raw{uuid.uuid4().hex[:6]}")
+    kafka.ensure_topics(raw, (spec,))
+    topic = name(spec, raw.topic_suffix)
+    prod = kafka.producer(raw)
+    payload = b"x" * size
+    t0 = time.perf_counter()
+    for i in range(count):
+        while True:
+            try:
+                prod.produce(topic, key=str(i).encode(), value=payload)
+                break
+            except BufferError:
+                prod.poll(0.05)
+        prod.poll(0)
+    prod.flush(120)
+    produce_s = time.perf_counter() - t0
+    cons = kafka.consumer(raw, f"bench.raw.{uuid.uuid4().hex}")
+    cons.subscribe([topic])
+    got = 0
+    t1 = time.perf_counter()
+    first: float | None = None
+    deadline = time.monotonic() + 120
+    while got < count and time.monotonic() < deadline:
+        for m in cons.consume(1000, 0.5):
+            if m.error() is None:
+                if first is None:
+                    first = time.perf_counter()
+                got += 1
+    consume_s = time.perf_counter() - (first or t1)
+    cons.close()
+    return {
+        "records": float(count),
+        "record_bytes": float(size),
+        "produce_per_s": count / produce_s,
+        "consume_per_s": got / consume_s if consume_s > 0 else 0.0,
+        "round_trip_per_s": count / (produce_s + consume_s),
+    }
+
+
+def typical_submission_size(seed: int, n: int = 200) -> int:
+    from pipeline import serde
+    from pipeline.generator import generate_events
+
+    sizes = [len(serde.encode(ev)) for ev in generate_events(n, seed)]
+    return int(sum(sizes) / len(sizes))
+
+
+def run_bench(settings: Settings, *, reports: int, seed: int, out: Path, console: Console) -> dict[str, Any]:
+    from pipeline.demo import run_pipeline, run_suffix, summary
+
+    bootstrap.services_up(settings)
+    run = settings.with_suffix(run_suffix(seed) + "b")
+    size = typical_submission_size(seed)
+    console.print(f"Raw Kafka baseline: {reports} records of {size} bytes ...")
+    baseline = raw_baseline(run, reports, size)
+    console.print(f"Pipeline end to end: {reports} reports ...")
+    result = run_pipeline(run, reports=reports, seed=seed, console=console)
+    lat = summary(result.latencies_ms)
+    e2e = reports / result.seconds
+    figures: dict[str, Any] = {
+        "at": datetime.now(UTC).isoformat(),
+        "reports": reports,
+        "seed": seed,
+        "raw_kafka": baseline,
+        "pipeline": {
+            "reports_per_s": e2e,
+            "ratio_to_raw_round_trip": e2e / baseline["round_trip_per_s"],
+            "latency_ms_p50": lat["p50"],
+            "latency_ms_p99": lat["p99"],
+            "all_closed_exactly_once": result.verdict.ok,
+        },
+        "targets": {"pipeline_reports_per_s": TARGET_E2E, "rebuild_events_per_s": TARGET_REBUILD},
+    }
+    figures["priority"] = _priority_figure(run, console)
+    figures["rebuild"] = _rebuild_figure(run, console)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    _print(figures, console)
+    console.print(f"Saved to {out}.")
+    return figures
+
+
+def _priority_figure(settings: Settings, console: Console) -> dict[str, Any]:
+    from pipeline.prioritize.bench import measure_priority_under_backlog
+
+    console.print("Priority under backlog ...")
+    return dict(measure_priority_under_backlog(settings))
+
+
+def _rebuild_figure(settings: Settings, console: Console) -> dict[str, Any]:
+    from projections.bench import measure_rebuild
+
+    console.print("Projection rebuild ...")
+    return dict(measure_rebuild(settings))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.1f}"
+    return str(v)
+
+
+def _print(fig: dict[str, Any], console: Console) -> None:
+    t = Table(title="tipline bench")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_column("target / baseline")
+    raw = fig["raw_kafka"]
+    p = fig["pipeline"]
+    t.add_row("raw Kafka produce (records/s)", _fmt(raw["produce_per_s"]), "")
+    t.add_row("raw Kafka consume (records/s)", _fmt(raw["consume_per_s"]), "")
+    t.add_row("raw Kafka produce+consume (records/s)", _fmt(raw["round_trip_per_s"]), "baseline")
+    t.add_row("pipeline end to end (reports/s)", _fmt(p["reports_per_s"]), f">= {TARGET_E2E:.0f}")
+    t.add_row("  ratio to the raw baseline", f"{p['ratio_to_raw_round_trip']:.3f}", "")
+    t.add_row("submitted-to-closed latency p50 (ms)", _fmt(p["latency_ms_p50"]), "")
+    t.add_row("submitted-to-closed latency p99 (ms)", _fmt(p["latency_ms_p99"]), "")
+    t.add_row("every report closed exactly once", str(p["all_closed_exactly_once"]), "True")
+    for k, v in fig.get("priority", {}).items():
+        t.add_row(f"priority: {k}", _fmt(v), "< 500 ms p99" if "p99" in k and "lane" in k else "")
+    for k, v in fig.get("rebuild", {}).items():
+        t.add_row(f"rebuild: {k}", _fmt(v), f">= {TARGET_REBUILD:,.0f}" if "events_per_s" in k else "")
+    console.print(t)
