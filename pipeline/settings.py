@@ -63,6 +63,8 @@ class Settings:
     partitions: int = 3
     log_format: str = "console"
     extra: Mapping[str, str] = field(default_factory=dict)
+    route_tables: Path | None = None
+    """TIPLINE_ROUTE_TABLES: a folder of routing tables replacing the packaged ones (``pipeline.route.tables``)."""
 
     @property
     def database_url(self) -> str:
@@ -119,6 +121,7 @@ class Settings:
             topic_suffix=env.get("TIPLINE_TOPIC_SUFFIX", ""),
             partitions=partitions,
             log_format=log_format,
+            route_tables=Path(env["TIPLINE_ROUTE_TABLES"]).expanduser() if env.get("TIPLINE_ROUTE_TABLES") else None,
         )
 
 
