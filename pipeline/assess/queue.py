@@ -1,0 +1,629 @@
+"""The analysts' work queue in PostgreSQL: enqueue, claim, show, decide. The CLI, the stage, the
+simulated analysts and the tests all call these functions, so there is one way to record a decision.
+
+* ``enqueue_classified`` (called by the stage inside its database transaction) keeps one row per
+  report: a newer classification (an override, a raised level) updates the level and the payload but
+  never resets a claim or a decision; a replayed event changes nothing and re-emits the same output.
+* ``claim_next`` takes the most urgent open report (level, then arrival) with ``FOR UPDATE SKIP
+  LOCKED``, so two analysts never get the same one; a claim not decided within its time-to-live
+  becomes claimable again.
+* ``record_decision`` checks everything first (the report exists, nobody else holds it, it is not
+  already decided unless the analyst revises), then produces ``ReportAssessed`` with an idempotent
+  producer and waits for the broker's acknowledgement, and only then marks the row decided, in the
+  same database transaction that locked the row. A failure anywhere leaves the row as it was; a retry
+  of the same decision produces the same event id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import Connection
+from psycopg.rows import dict_row
+
+from pipeline import kafka, serde
+from pipeline.assess import logic, simulated
+from pipeline.db import connect
+from pipeline.errors import DomainError, ServiceError, TiplineError
+from pipeline.events import (
+    Actor,
+    ActorKind,
+    Determination,
+    EncryptedContact,
+    ReportAssessed,
+    ReportClassified,
+)
+from pipeline.logging import get_logger
+from pipeline.settings import Settings
+from pipeline.topics import ASSESSED, name
+
+DEFAULT_CLAIM_TTL = timedelta(minutes=15)
+
+log = get_logger(stage="assess")
+
+Conn = Connection[Any]
+
+
+class QueueError(TiplineError):
+    """A queue operation refused (unknown report, someone else's claim, already decided)."""
+
+    exit_code = 4
+
+
+class RoleError(TiplineError):
+    """An identity tried something its role does not allow."""
+
+    exit_code = 5
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- Rows -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    assessment_event_id: str
+    actor_kind: str
+    actor_id: str
+    determination: str
+    child_may_need_protection: bool
+    supersedes: str | None
+    decided_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueItem:
+    """One report in the queue, as an analyst or auditor sees it: no reporter contact in it."""
+
+    report_id: str
+    report_number: str
+    level: int
+    arrival_seq: int
+    status: str
+    claimed_by: str | None
+    claim_expires_at: datetime | None
+    decided_by: str | None
+    determination: str | None
+    assessment_event_id: str | None
+    classified: ReportClassified
+    """The classification as queued, its body without the reporter's contact."""
+    reporter_left_contact: bool
+    history: tuple[Decision, ...] = ()
+
+
+_COLUMNS = (
+    "report_id, report_number, level, arrival_seq, status, claimed_by, claim_expires_at, decided_by, "
+    "determination, assessment_event_id, payload, contact_key_id IS NOT NULL AS has_contact"
+)
+
+
+def _item(row: dict[str, Any], history: Sequence[Decision] = ()) -> QueueItem:
+    classified = serde.decode(bytes(row["payload"]))
+    if not isinstance(classified, ReportClassified):  # our own table: anything else is corruption
+        raise ServiceError(f"The queue row of report {row['report_id']} does not hold a classified report.")
+    return QueueItem(
+        report_id=row["report_id"],
+        report_number=row["report_number"],
+        level=row["level"],
+        arrival_seq=row["arrival_seq"],
+        status=row["status"],
+        claimed_by=row["claimed_by"],
+        claim_expires_at=row["claim_expires_at"],
+        decided_by=row["decided_by"],
+        determination=row["determination"],
+        assessment_event_id=row["assessment_event_id"],
+        classified=classified,
+        reporter_left_contact=bool(row["has_contact"]),
+        history=tuple(history),
+    )
+
+
+def _without_contact(event: ReportClassified) -> ReportClassified:
+    return dataclasses.replace(event, body=dataclasses.replace(event.body, contact=None))
+
+
+def _contact_columns(contact: EncryptedContact | None) -> tuple[Any, Any, Any, Any]:
+    if contact is None:
+        return (None, None, None, None)
+    return (contact.key_id, contact.nonce, contact.ciphertext, contact.algorithm)
+
+
+# --- Known-material list ----------------------------------------------------------------------------
+
+
+def load_known_hashes(conn: Conn, keys: Iterable[str], *, source: str, replace: bool = False) -> int:
+    """Load parsed hash keys (``logic.parse_known_hashes``) into the table; return how many are new."""
+    keys = list(keys)
+    with conn.transaction(), conn.cursor() as cur:
+        if replace:
+            cur.execute("DELETE FROM assess_known_hash")
+        cur.execute(
+            "INSERT INTO assess_known_hash (hash_key, source) SELECT k, %s FROM unnest(%s::text[]) AS k "
+            "ON CONFLICT (hash_key) DO NOTHING",
+            (source, keys),
+        )
+        added = cur.rowcount
+    log.info("known_hashes_loaded", lines=len(keys), added=added, replaced=replace)
+    return added
+
+
+def known_among(conn: Conn, keys: Sequence[str]) -> frozenset[str]:
+    """Which of ``keys`` are on the known-material list."""
+    if not keys:
+        return frozenset()
+    rows = conn.execute(
+        "SELECT hash_key FROM assess_known_hash WHERE hash_key = ANY(%s::text[])", (list(keys),)
+    ).fetchall()
+    return frozenset(r[0] for r in rows)
+
+
+# --- The stage's side: enqueue ----------------------------------------------------------------------
+
+
+def enqueue_classified(
+    conn: Conn, namespace: str, event: ReportClassified, now: datetime
+) -> list[ReportAssessed]:
+    """Put a classified report in the queue (or decide it by the automated rules); idempotent.
+
+    Runs inside the caller's transaction. Returns the automated ``ReportAssessed`` to produce, if any;
+    a replayed event returns exactly what its first handling returned.
+    """
+    env = event.envelope
+    seen = conn.execute(
+        "SELECT outcome, output FROM assess_queue_seen "
+        "WHERE namespace = %s AND report_id = %s AND classification_event_id = %s",
+        (namespace, env.report_id, env.event_id),
+    ).fetchone()
+    if seen is not None:
+        return [_decode_assessed(seen[1])] if seen[1] is not None else []
+
+    outcome, output = _apply(conn, namespace, event, now)
+    conn.execute(
+        "INSERT INTO assess_queue_seen (namespace, report_id, classification_event_id, supersedes, outcome, "
+        "output) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (
+            namespace,
+            env.report_id,
+            env.event_id,
+            event.supersedes,
+            outcome,
+            serde.encode(output) if output is not None else None,
+        ),
+    )
+    log.info("report_enqueued", report_id=env.report_id, level=event.level, outcome=outcome)
+    return [output] if output is not None else []
+
+
+def _decode_assessed(raw: bytes) -> ReportAssessed:
+    ev = serde.decode(bytes(raw))
+    if not isinstance(ev, ReportAssessed):
+        raise ServiceError("A stored automated assessment is not a ReportAssessed event.")
+    return ev
+
+
+def _apply(
+    conn: Conn, namespace: str, event: ReportClassified, now: datetime
+) -> tuple[str, ReportAssessed | None]:
+    env = event.envelope
+    body = event.body
+    # A classification that a later one (already handled) supersedes arrived late, e.g. from a lower
+    # lane: it must not overwrite the newer one.
+    stale = conn.execute(
+        "SELECT 1 FROM assess_queue_seen WHERE namespace = %s AND report_id = %s AND supersedes = %s",
+        (namespace, env.report_id, env.event_id),
+    ).fetchone()
+    if stale is not None:
+        return "stale", None
+    payload = serde.encode(_without_contact(event))
+    contact = _contact_columns(body.contact)
+    inserted = conn.execute(
+        "INSERT INTO assess_queue (namespace, report_id, report_number, classification_event_id, level, "
+        "arrival_seq, payload, contact_key_id, contact_nonce, contact_ciphertext, contact_algorithm, "
+        "enqueued_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (namespace, report_id) DO NOTHING RETURNING report_id",
+        (
+            namespace,
+            env.report_id,
+            body.report_number,
+            env.event_id,
+            event.level,
+            event.arrival_seq,
+            payload,
+            *contact,
+            now,
+            now,
+        ),
+    ).fetchone()
+    outcome = "queued"
+    status = "open"
+    if inserted is None:
+        # A newer classification of a queued report: new level and payload, claim and decision kept.
+        row = conn.execute(
+            "UPDATE assess_queue SET classification_event_id = %s, level = %s, arrival_seq = %s, "
+            "payload = %s, "
+            "contact_key_id = %s, contact_nonce = %s, contact_ciphertext = %s, contact_algorithm = %s, "
+            "updated_at = %s WHERE namespace = %s AND report_id = %s RETURNING status",
+            (env.event_id, event.level, event.arrival_seq, payload, *contact, now, namespace, env.report_id),
+        ).fetchone()
+        status = row[0] if row else "open"
+        outcome = "updated"
+    if status != "open":
+        return outcome, None  # someone holds it or decided it: a person's work is never overridden
+    pre = logic.preassess(event, known_among(conn, logic.report_hash_keys(body)))
+    if pre is None:
+        return outcome, None
+    assessed = logic.assessment(
+        event,
+        actor=logic.AUTOMATED_ACTOR,
+        determination=pre.determination,
+        child_may_need_protection=pre.child_may_need_protection,
+        note=pre.note,
+        supersedes=None,
+        occurred_at=now,
+    )
+    _mark_decided(conn, namespace, assessed, decided_by=logic.AUTOMATED_ACTOR.id)
+    log.info(
+        "report_preassessed", report_id=env.report_id, rule=pre.rule, determination=pre.determination.value
+    )
+    return "automated", assessed
+
+
+def _mark_decided(conn: Conn, namespace: str, assessed: ReportAssessed, *, decided_by: str) -> None:
+    env = assessed.envelope
+    conn.execute(
+        "UPDATE assess_queue SET status = 'decided', claimed_by = NULL, claim_expires_at = NULL, "
+        "decided_by = %s, decided_at = %s, determination = %s, assessment_event_id = %s, updated_at = %s "
+        "WHERE namespace = %s AND report_id = %s",
+        (
+            decided_by,
+            env.occurred_at,
+            assessed.determination.value,
+            env.event_id,
+            env.occurred_at,
+            namespace,
+            env.report_id,
+        ),
+    )
+    conn.execute(
+        "INSERT INTO assess_decision (namespace, assessment_event_id, report_id, actor_kind, actor_id, "
+        "determination, child_may_need_protection, supersedes, decided_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (
+            namespace,
+            env.event_id,
+            env.report_id,
+            env.actor.kind.value,
+            env.actor.id,
+            assessed.determination.value,
+            assessed.child_may_need_protection,
+            assessed.supersedes,
+            env.occurred_at,
+        ),
+    )
+
+
+# --- The analysts' side: claim, show ----------------------------------------------------------------
+
+
+def _history(conn: Conn, namespace: str, report_id: str) -> list[Decision]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT assessment_event_id, actor_kind, actor_id, determination, child_may_need_protection, "
+            "supersedes, decided_at FROM assess_decision WHERE namespace = %s AND report_id = %s "
+            "ORDER BY decided_at, assessment_event_id",
+            (namespace, report_id),
+        ).fetchall()
+    return [Decision(**r) for r in rows]
+
+
+def find(conn: Conn, namespace: str, report: str) -> QueueItem | None:
+    """The queue row of a report, by report id or report number, with its decision history."""
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            f"SELECT {_COLUMNS} FROM assess_queue "  # noqa: S608 - a constant column list
+            "WHERE namespace = %s AND (report_id = %s OR report_number = %s) "
+            "ORDER BY report_id = %s DESC LIMIT 1",
+            (namespace, report, report, report),
+        ).fetchone()
+        if row is None:
+            return None
+        return _item(row, _history(conn, namespace, row["report_id"]))
+
+
+def claim_next(
+    conn: Conn, namespace: str, owner: str, *, now: datetime, ttl: timedelta = DEFAULT_CLAIM_TTL
+) -> QueueItem | None:
+    """Claim the most urgent open report for ``owner`` (or return the one they already hold).
+
+    ``SKIP LOCKED`` lets concurrent analysts pass over a row another one is claiming at this instant;
+    a claim whose time ran out counts as open.
+    """
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        held = cur.execute(
+            f"UPDATE assess_queue SET claim_expires_at = %s, updated_at = %s "  # noqa: S608 - a constant column list
+            f"WHERE namespace = %s AND status = 'claimed' AND claimed_by = %s AND claim_expires_at > %s "
+            f"RETURNING {_COLUMNS}",
+            (now + ttl, now, namespace, owner, now),
+        ).fetchall()
+        if held:
+            return _item(min(held, key=lambda r: (r["level"], r["arrival_seq"])))
+        row = cur.execute(
+            f"UPDATE assess_queue q SET status = 'claimed', claimed_by = %s, claim_expires_at = %s, "  # noqa: S608 - constant columns
+            "updated_at = %s "
+            f"FROM (SELECT namespace, report_id FROM assess_queue WHERE namespace = %s AND "
+            f"(status = 'open' OR (status = 'claimed' AND claim_expires_at <= %s)) "
+            f"ORDER BY level, arrival_seq LIMIT 1 FOR UPDATE SKIP LOCKED) AS pick "
+            f"WHERE q.namespace = pick.namespace AND q.report_id = pick.report_id RETURNING {_prefixed('q')}",
+            (owner, now + ttl, now, namespace, now),
+        ).fetchone()
+    if row is None:
+        return None
+    log.info("report_claimed", report_id=row["report_id"], owner=owner, level=row["level"])
+    return _item(row)
+
+
+def _prefixed(alias: str) -> str:
+    cols = [c.strip() for c in _COLUMNS.split(",")]
+    out = []
+    for c in cols:
+        if c.startswith("contact_key_id"):
+            out.append(f"{alias}.contact_key_id IS NOT NULL AS has_contact")
+        else:
+            out.append(f"{alias}.{c}")
+    return ", ".join(out)
+
+
+def open_count(conn: Conn, namespace: str, now: datetime) -> int:
+    """How many reports wait for a person (open, or claimed with an expired claim)."""
+    row = conn.execute(
+        "SELECT count(*) FROM assess_queue WHERE namespace = %s AND "
+        "(status = 'open' OR (status = 'claimed' AND claim_expires_at <= %s))",
+        (namespace, now),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+# --- Recording a decision ---------------------------------------------------------------------------
+
+
+class Publisher:
+    """Produces ``ReportAssessed`` on the assessed topic and waits for the broker's acknowledgement."""
+
+    def __init__(self, settings: Settings, *, timeout_s: float = 30.0) -> None:
+        self._producer = kafka.producer(settings, **{"linger.ms": 0})
+        self._topic = name(ASSESSED, settings.topic_suffix)
+        self._timeout = timeout_s
+
+    def publish(self, event: ReportAssessed) -> None:
+        errors: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err.str()))
+
+        self._producer.produce(
+            self._topic,
+            key=event.envelope.report_id.encode(),
+            value=serde.encode(event),
+            headers=list[tuple[str, str | bytes | None]](serde.headers_for(event)),
+            on_delivery=delivered,
+        )
+        remaining = self._producer.flush(self._timeout)
+        if remaining or errors:
+            detail = errors[0] if errors else f"no acknowledgement within {self._timeout:.0f} s"
+            raise ServiceError(
+                f"Kafka did not acknowledge the determination ({detail}); nothing was recorded."
+            )
+
+    def close(self) -> None:
+        self._producer.flush(self._timeout)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionRequest:
+    report: str
+    """A report id or report number."""
+    actor: Actor
+    claim_owner: str
+    """Whose claim this decision may close (an analyst's id; a simulated analyst's worker name)."""
+    determination: Determination
+    child_may_need_protection: bool = False
+    note: str | None = None
+    revise: bool = False
+
+
+def record_decision(
+    conn: Conn,
+    publish: Callable[[ReportAssessed], None],
+    namespace: str,
+    request: DecisionRequest,
+    *,
+    now: datetime,
+) -> ReportAssessed:
+    """Check, produce (ack awaited), then mark decided; nothing is written when a check fails."""
+    if request.note is not None and len(request.note) > 4000:
+        raise DomainError(
+            "The note is longer than 4000 characters; shorten it.", reason="too_long", field="note"
+        )
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT report_id, status, claimed_by, claim_expires_at, decided_by, decided_at, "
+            "assessment_event_id, "
+            "payload, contact_key_id, contact_nonce, contact_ciphertext, contact_algorithm FROM assess_queue "
+            "WHERE namespace = %s AND (report_id = %s OR report_number = %s) "
+            "ORDER BY report_id = %s DESC LIMIT 1 FOR UPDATE",
+            (namespace, request.report, request.report, request.report),
+        ).fetchone()
+        if row is None:
+            raise QueueError(
+                f"No report {request.report!r} is in the analysts' queue; check the report number."
+            )
+        if (
+            row["status"] == "claimed"
+            and row["claimed_by"] != request.claim_owner
+            and row["claim_expires_at"] > now
+        ):
+            raise QueueError(
+                f"Report {request.report} is claimed by {row['claimed_by']} until "
+                f"{row['claim_expires_at']:%Y-%m-%d %H:%M} UTC; nothing was recorded."
+            )
+        supersedes: str | None = None
+        if row["status"] == "decided":
+            if not request.revise:
+                raise QueueError(
+                    f"Report {request.report} was already decided by {row['decided_by']}; "
+                    "pass --revise to record a new determination that supersedes it."
+                )
+            supersedes = row["assessment_event_id"]
+        classified = serde.decode(bytes(row["payload"]))
+        if not isinstance(classified, ReportClassified):
+            raise ServiceError(f"The queue row of report {request.report} does not hold a classified report.")
+        if row["contact_key_id"] is not None:
+            contact = EncryptedContact(
+                key_id=row["contact_key_id"],
+                nonce=bytes(row["contact_nonce"]),
+                ciphertext=bytes(row["contact_ciphertext"]),
+                algorithm=row["contact_algorithm"],
+            )
+            classified = dataclasses.replace(
+                classified, body=dataclasses.replace(classified.body, contact=contact)
+            )
+        assessed = logic.assessment(
+            classified,
+            actor=request.actor,
+            determination=request.determination,
+            child_may_need_protection=request.child_may_need_protection,
+            note=request.note,
+            supersedes=supersedes,
+            occurred_at=now,
+        )
+        publish(assessed)  # raises (and the transaction rolls back) unless the broker acknowledged it
+        _mark_decided(conn, namespace, assessed, decided_by=request.actor.id)
+    log.info(
+        "report_assessed",
+        report_id=assessed.envelope.report_id,
+        determination=assessed.determination.value,
+        actor=request.actor.id,
+        supersedes=supersedes,
+    )
+    return assessed
+
+
+# --- Simulated analysts -----------------------------------------------------------------------------
+
+
+@dataclass
+class SimulationSummary:
+    decided: int = 0
+    determinations: Counter[str] = field(default_factory=Counter)
+    child_protection: int = 0
+    by_worker: Counter[str] = field(default_factory=Counter)
+    refused: int = 0
+
+
+def simulate(
+    settings: Settings,
+    *,
+    seed: int,
+    analysts: int = 1,
+    until_empty: bool = True,
+    idle_s: float = 0.0,
+    ttl: timedelta = DEFAULT_CLAIM_TTL,
+    stop: threading.Event | None = None,
+    max_decisions: int | None = None,
+) -> SimulationSummary:
+    """Run ``analysts`` simulated analysts that claim and decide through the same queue functions.
+
+    Each stops when the queue has had nothing open for ``idle_s`` seconds (``until_empty``), when
+    ``stop`` is set, or when ``max_decisions`` were made in all.
+    """
+    stop = stop or threading.Event()
+    summary = SimulationSummary()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    actor = simulated.simulated_actor(seed)
+    namespace = settings.topic_suffix
+
+    def worker(index: int) -> None:
+        owner = f"simulated.seed{seed}.{index}"
+        publisher = Publisher(settings)
+        try:
+            with connect(settings) as conn:
+                idle_since: float | None = None
+                while not stop.is_set():
+                    with lock:
+                        if max_decisions is not None and summary.decided >= max_decisions:
+                            return
+                    item = claim_next(conn, namespace, owner, now=now_utc(), ttl=ttl)
+                    if item is None:
+                        idle_since = idle_since or time.monotonic()
+                        if until_empty and time.monotonic() - idle_since >= idle_s:
+                            return
+                        stop.wait(0.2)
+                        continue
+                    idle_since = None
+                    choice = simulated.decide(item.classified, seed)
+                    request = DecisionRequest(
+                        report=item.report_id,
+                        actor=actor,
+                        claim_owner=owner,
+                        determination=choice.determination,
+                        child_may_need_protection=choice.child_may_need_protection,
+                        note=choice.note,
+                    )
+                    try:
+                        record_decision(conn, publisher.publish, namespace, request, now=now_utc())
+                    except QueueError:
+                        with lock:
+                            summary.refused += 1
+                        continue
+                    with lock:
+                        summary.decided += 1
+                        summary.determinations[choice.determination.value] += 1
+                        summary.child_protection += int(choice.child_may_need_protection)
+                        summary.by_worker[owner] += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            errors.append(exc)
+            stop.set()
+        finally:
+            publisher.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"sim-analyst-{i}") for i in range(analysts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return summary
+
+
+__all__ = [
+    "DEFAULT_CLAIM_TTL",
+    "ActorKind",
+    "DecisionRequest",
+    "Publisher",
+    "QueueError",
+    "QueueItem",
+    "RoleError",
+    "SimulationSummary",
+    "claim_next",
+    "enqueue_classified",
+    "find",
+    "known_among",
+    "load_known_hashes",
+    "open_count",
+    "record_decision",
+    "simulate",
+]

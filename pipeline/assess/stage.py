@@ -1,0 +1,69 @@
+"""Step 6 stage: fills the analysts' work queue and records the automated pre-assessment.
+
+Input: the four classified lanes (``CLASSIFIED``, ``ReportClassified``), drained most urgent first.
+Output: ``ReportAssessed`` on ``ASSESSED``, only for the clear cases the automated rules decide
+(``pipeline.assess.logic.preassess``; actor kind ``automated``). Every other report becomes a row of
+``assess_queue`` in PostgreSQL, where analysts (``tipline analyst next``/``decide``) or simulated
+analysts claim it; their decisions are produced by ``pipeline.assess.queue.record_decision``.
+Key: the report id.
+Idempotency: one queue row per report; each classification event is remembered
+(``assess_queue_seen``), so a replayed batch changes nothing and re-emits the same automated event
+(same deterministic id, stored bytes). The database transaction commits before the Kafka one.
+Failure policy: an input that is not a ``ReportClassified`` is refused (``DomainError``) and
+dead-lettered; database or broker errors abort the batch, which the runner retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.assess import logic, queue
+from pipeline.errors import ConfigError, DomainError
+from pipeline.events import ReportClassified
+from pipeline.runtime import Context, Output, StageSpec
+from pipeline.settings import Settings
+from pipeline.topics import ASSESSED, CLASSIFIED
+
+KNOWN_HASHES_SETTING = "assess.known_hashes_file"
+"""``Settings.extra`` key: a known-material list to load when the stage starts (optional)."""
+
+
+def handle(event: object, ctx: Context) -> Sequence[Output]:
+    match event:
+        case ReportClassified():
+            outputs = queue.enqueue_classified(ctx.db, ctx.settings.topic_suffix, event, queue.now_utc())
+            return [Output(ASSESSED, out) for out in outputs]
+        case _:
+            raise DomainError(
+                f"the assess step takes ReportClassified events, not {type(event).__name__}",
+                reason="unexpected_event",
+            )
+
+
+def load_known_hashes_file(ctx: Context, path: Path, *, replace: bool = False) -> int:
+    """Load an operator's known-material list (``hash_type:value`` per line) into the table."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the known-hashes file {path}: {exc.strerror}.") from exc
+    keys = logic.parse_known_hashes(text.splitlines(), source=str(path))
+    return queue.load_known_hashes(ctx.db, keys, source=path.name, replace=replace)
+
+
+def _on_start(ctx: Context) -> None:
+    path = ctx.settings.extra.get(KNOWN_HASHES_SETTING)
+    if path:
+        load_known_hashes_file(ctx, Path(path))
+
+
+def spec(settings: Settings) -> StageSpec:
+    del settings  # nothing in the wiring depends on it; the handler reads ctx.settings
+    return StageSpec(
+        name="assess",
+        inputs=CLASSIFIED,
+        handle=handle,
+        lanes=True,
+        uses_db=True,
+        on_start=_on_start,
+    )
