@@ -1,0 +1,281 @@
+"""The report read model as pure data: what one event says about its report, and how to merge it.
+
+Every event becomes a ``ReportRow`` holding only what that event says (a *patch*), plus, for a
+``ReportReferred``, one ``Referral``. Rows merge with ``merge``, which is commutative, associative and
+idempotent (a join semi-lattice), so a report's row converges to the same value whatever the order its
+events arrive in (they travel on several topics and partitions) and however often one is redelivered:
+
+- each step is a *group* of fields set only by its own event type;
+- a group keeps the first time its step happened (``first_at``: the minimum ``occurred_at``) for the
+  time-in-step statistics, and the fields of its newest event (``at``, then ``event_id`` to break ties):
+  an analyst's override or a re-prioritisation supersedes the earlier event of that step;
+- the report's current step is the furthest step present (``STEP_ORDER``).
+
+The PostgreSQL view performs the very same merge in one ``INSERT ... ON CONFLICT DO UPDATE`` generated
+from ``GROUPS`` (``projections.pg``); the in-memory view calls ``merge``. This module imports no Kafka,
+psycopg or logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from pipeline import events as ev
+
+STEPS: tuple[str, ...] = (
+    "submitted",
+    "received",
+    "prioritized",
+    "classified",
+    "assessed",
+    "referred",
+    "closed",
+    "rejected",
+)
+"""Steps in workflow order; a report's current step is the furthest one any of its events reached."""
+
+STEP_ORDER: dict[str, int] = {s: i for i, s in enumerate(STEPS)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Group:
+    """The fields one event type sets: ``columns`` are (name, SQL type)."""
+
+    name: str
+    event_type: str
+    columns: tuple[tuple[str, str], ...]
+
+
+GROUPS: tuple[Group, ...] = (
+    Group(name="submitted", event_type="ReportSubmitted", columns=(("submitted_channel", "text"),)),
+    Group(
+        name="received",
+        event_type="ReportReceived",
+        columns=(
+            ("report_number", "text"),
+            ("channel", "text"),
+            ("language", "text"),
+            ("reporter_category", "text"),
+            ("incidents", "integer"),
+            ("anonymous", "boolean"),
+        ),
+    ),
+    Group(name="rejected", event_type="ReportRejected", columns=(("rejected_reason", "text"),)),
+    Group(
+        name="prioritized",
+        event_type="ReportPrioritized",
+        columns=(("priority_level", "smallint"), ("priority_arrival_seq", "bigint")),
+    ),
+    Group(
+        name="classified",
+        event_type="ReportClassified",
+        columns=(
+            ("level", "smallint"),
+            ("arrival_seq", "bigint"),
+            ("categories", "text[]"),
+            ("sections", "text[]"),
+            ("needs_review", "boolean"),
+        ),
+    ),
+    Group(
+        name="assessed",
+        event_type="ReportAssessed",
+        columns=(("determination", "text"), ("child_may_need_protection", "boolean")),
+    ),
+    Group(name="referred", event_type="ReportReferred", columns=()),
+    Group(name="followup", event_type="FollowUpRequested", columns=(("followup_kind", "text"),)),
+    Group(
+        name="closed",
+        event_type="ReportClosed",
+        columns=(
+            ("outcome", "text"),
+            ("referrals", "integer"),
+            ("domestic_police", "integer"),
+            ("foreign_police", "integer"),
+            ("child_protection", "boolean"),
+            ("category", "text"),
+            ("province", "text"),
+            ("hosting_countries", "text[]"),
+        ),
+    ),
+)
+GROUP_BY_NAME: dict[str, Group] = {g.name: g for g in GROUPS}
+STEP_OF_GROUP: dict[str, str | None] = {g.name: (g.name if g.name in STEP_ORDER else None) for g in GROUPS}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GroupValue:
+    """One step's part of a report: when it first happened, and its newest event's fields."""
+
+    first_at: datetime
+    at: datetime
+    event_id: str
+    values: tuple[Any, ...]
+
+    def key(self) -> tuple[datetime, str]:
+        return (self.at, self.event_id)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReportRow:
+    """A report's state (or a patch of it): its furthest step and its groups."""
+
+    report_id: str
+    step: int
+    groups: dict[str, GroupValue] = field(default_factory=dict)
+
+    def value(self, column: str) -> Any:
+        """A field's value, ``None`` while the step that sets it has not happened."""
+        group = _GROUP_OF_COLUMN[column]
+        g = self.groups.get(group.name)
+        if g is None:
+            return None
+        return g.values[_INDEX_OF_COLUMN[column]]
+
+    def at(self, group: str) -> datetime | None:
+        """The first time the step happened."""
+        g = self.groups.get(group)
+        return None if g is None else g.first_at
+
+    @property
+    def step_name(self) -> str:
+        return STEPS[self.step]
+
+
+_GROUP_OF_COLUMN: dict[str, Group] = {c: g for g in GROUPS for c, _ in g.columns}
+_INDEX_OF_COLUMN: dict[str, int] = {c: i for g in GROUPS for i, (c, _) in enumerate(g.columns)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Referral:
+    """One referral of a report (one ``ReportReferred`` event)."""
+
+    event_id: str
+    report_id: str
+    kind: str
+    recipient: str
+    jurisdiction: str
+    domestic: bool
+    occurred_at: datetime
+
+
+def merge_group(a: GroupValue | None, b: GroupValue | None) -> GroupValue | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    newest = b if b.key() > a.key() else a
+    first = min(a.first_at, b.first_at)
+    if newest.first_at == first:
+        return newest
+    return replace(newest, first_at=first)
+
+
+def merge(a: ReportRow | None, b: ReportRow) -> ReportRow:
+    """The row holding what both rows say; the order of arguments never changes the result."""
+    if a is None:
+        return b
+    if a.report_id != b.report_id:
+        raise ValueError("cannot merge rows of different reports")
+    groups = dict(a.groups)
+    for name, gv in b.groups.items():
+        merged = merge_group(groups.get(name), gv)
+        if merged is not None:
+            groups[name] = merged
+    return ReportRow(report_id=a.report_id, step=max(a.step, b.step), groups=groups)
+
+
+def _distinct(items: Iterable[str | None]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        if item is not None:
+            seen.setdefault(str(item), None)
+    return list(seen)
+
+
+def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:
+    """The group an event sets and its values, in ``Group.columns`` order."""
+    match event:
+        case ev.ReportSubmitted():
+            return "submitted", (str(event.channel),)
+        case ev.ReportReceived():
+            b = event.body
+            return "received", (
+                b.report_number,
+                str(b.channel),
+                str(b.language),
+                None if b.reporter_category is None else str(b.reporter_category),
+                len(b.incidents),
+                b.anonymous,
+            )
+        case ev.ReportRejected():
+            return "rejected", (event.reason_code,)
+        case ev.ReportPrioritized():
+            return "prioritized", (event.level, event.arrival_seq)
+        case ev.ReportClassified():
+            return "classified", (
+                event.level,
+                event.arrival_seq,
+                _distinct(i.assigned_category for i in event.incidents),
+                sorted(_distinct(s for i in event.incidents for s in i.sections)),
+                event.needs_analyst_review,
+            )
+        case ev.ReportAssessed():
+            return "assessed", (str(event.determination), event.child_may_need_protection)
+        case ev.ReportReferred():
+            return "referred", ()
+        case ev.FollowUpRequested():
+            return "followup", (str(event.kind),)
+        case ev.ReportClosed():
+            return "closed", (
+                str(event.outcome),
+                event.referrals,
+                event.domestic_police,
+                event.foreign_police,
+                event.child_protection,
+                None if event.category is None else str(event.category),
+                event.province,
+                sorted(_distinct(event.hosting_countries)),
+            )
+        case _:
+            raise TypeError(f"the read model does not know the event type {type(event).__name__}")
+
+
+def patch(event: ev.Event) -> tuple[ReportRow, Referral | None]:
+    """What one event says about its report (and the referral it records, if it is one)."""
+    group, values = _values(event)
+    env = event.envelope
+    step = STEP_ORDER.get(group, 0)
+    row = ReportRow(
+        report_id=env.report_id,
+        step=step,
+        groups={group: GroupValue(first_at=env.occurred_at, at=env.occurred_at, event_id=env.event_id, values=values)},
+    )
+    referral = None
+    if isinstance(event, ev.ReportReferred):
+        r = event.recipient
+        referral = Referral(
+            event_id=env.event_id,
+            report_id=env.report_id,
+            kind=str(r.kind),
+            recipient=r.name,
+            jurisdiction=r.jurisdiction,
+            domestic=r.domestic,
+            occurred_at=env.occurred_at,
+        )
+    return row, referral
+
+
+def fold(events: Iterable[ev.Event]) -> tuple[dict[str, ReportRow], dict[str, Referral]]:
+    """A batch of events folded into one patch per report and its referrals (by event id)."""
+    rows: dict[str, ReportRow] = {}
+    referrals: dict[str, Referral] = {}
+    for event in events:
+        row, referral = patch(event)
+        rows[row.report_id] = merge(rows.get(row.report_id), row)
+        if referral is not None:
+            referrals[referral.event_id] = referral
+    return rows, referrals

@@ -1,0 +1,262 @@
+"""The projector: reads every event topic and keeps the read model in PostgreSQL, exactly once.
+
+Input: every event topic of ``pipeline.topics.EVENT_TOPICS`` (with the settings' suffix), all
+partitions, assigned explicitly. Output: the tables of one schema (``projections.pg``), never a topic.
+Key: the report id. Kafka's committed offsets are not used (``enable.auto.commit=False``, nothing is
+ever committed to Kafka): the position of each partition is a row of ``proj_offsets`` written in the
+SAME PostgreSQL transaction as the rows it produced, and the projector seeks to those positions on start.
+A crash between the rows and the offsets therefore loses both or keeps both: nothing is counted twice.
+
+Every batch transaction first takes an advisory lock of its schema and compares the stored positions
+with the ones it holds; if they differ (a rebuild swapped a new schema in, or another instance wrote),
+it rolls back and seeks to the stored positions. The writes are idempotent merges anyway
+(``projections.model``), so reading an event again never changes a row.
+
+Failure policy: a record that does not decode is kept in ``proj_rejected`` with its position and the
+reason, in the same transaction, and logged (``projection_record_rejected``); the projector goes on.
+A database or broker failure stops the process (the supervisor restarts it; it resumes exactly).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from psycopg import sql
+
+from pipeline import db, kafka, serde
+from pipeline.errors import SerdeError, ServiceError
+from pipeline.events import Event
+from pipeline.logging import get_logger
+from pipeline.settings import Settings
+from pipeline.topics import EVENT_TOPICS, group, name
+from projections import model, pg
+
+PROJECTION = "report_status"
+log = get_logger(stage="projections")
+
+Position = tuple[str, int]
+
+
+class _Moved(Exception):  # noqa: N818 - control flow: the stored positions moved under us
+    pass
+
+
+def event_topics(settings: Settings) -> list[str]:
+    return [name(spec, settings.topic_suffix) for spec in EVENT_TOPICS]
+
+
+def partitions_of(consumer: Consumer, topics: list[str], timeout: float = 30.0) -> list[Position]:
+    """Every (topic, partition) of the topics; a missing topic is an error worth one sentence."""
+    try:
+        md = consumer.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise ServiceError("Kafka did not answer; start it with `tipline services up`.") from exc
+    out: list[Position] = []
+    for t in topics:
+        tm = md.topics.get(t)
+        if tm is None or tm.error is not None:
+            raise ServiceError(f"topic {t} does not exist; create the topics with `tipline topics create`.")
+        out.extend((t, p) for p in sorted(tm.partitions))
+    return out
+
+
+def stored_offsets(conn: psycopg.Connection[Any], schema: str, projection: str = PROJECTION) -> dict[Position, int]:
+    recs = conn.execute(
+        sql.SQL('SELECT topic, "partition", next_offset FROM {}.proj_offsets WHERE projection = %s').format(
+            sql.Identifier(schema)
+        ),
+        (projection,),
+    ).fetchall()
+    return {(t, int(p)): int(o) for t, p, o in recs}
+
+
+@dataclass
+class BatchResult:
+    events: int = 0
+    rejected: int = 0
+
+
+class Projector:
+    """One projector instance writing one schema. ``start``, then ``poll_once`` until done, ``close``.
+
+    ``apply_hook`` runs inside each batch's transaction after the rows were written and before the
+    offsets are (tests use it to simulate a crash at the worst moment).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        schema: str | None = None,
+        projection: str = PROJECTION,
+        batch_size: int = 5000,
+        apply_hook: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.schema = schema or pg.schema_for(settings)
+        self.projection = projection
+        self.batch_size = batch_size
+        self.apply_hook = apply_hook
+        self.topics = event_topics(settings)
+        self.positions: dict[Position, int] = {}
+        self.eof: dict[Position, int] = {}
+        self.processed = 0
+        self.rejected = 0
+        self.conn = db.connect(settings, autocommit=True, prepare_threshold=None)
+        self.consumer = kafka.consumer(
+            settings,
+            group("projections", settings.topic_suffix),
+            **{"enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024, "queued.min.messages": 200_000},
+        )
+        self._lock_key = f"tipline.projector:{self.schema}:{projection}"
+        self._partitions: list[Position] = []
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        pg.install(self.conn, self.schema)
+        self._partitions = partitions_of(self.consumer, self.topics)
+        self._seek_to_stored()
+        log.info("projector_started", schema=self.schema, partitions=len(self._partitions))
+
+    def _seek_to_stored(self) -> None:
+        self.positions = stored_offsets(self.conn, self.schema, self.projection)
+        self.eof.clear()
+        self.consumer.assign(
+            [TopicPartition(t, p, self.positions.get((t, p), OFFSET_BEGINNING)) for t, p in self._partitions]
+        )
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            self.conn.close()
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def poll_once(self, timeout: float = 0.5) -> int:
+        """Consume one batch and commit it with its offsets; return how many records it held."""
+        msgs = self.consumer.consume(self.batch_size, timeout)
+        records: list[Message] = []
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                records.append(m)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                self.eof[(m.topic(), m.partition())] = m.offset()
+            elif err.fatal():
+                raise ServiceError(f"Kafka reported a fatal error: {err.str()}.")
+        if not records:
+            return 0
+        try:
+            result = self._commit(records)
+        except _Moved:
+            log.info("projector_positions_moved", schema=self.schema)
+            self._seek_to_stored()
+            return 0
+        self.processed += result.events
+        self.rejected += result.rejected
+        return len(records)
+
+    def _commit(self, records: list[Message]) -> BatchResult:
+        events: list[Event] = []
+        rejected: list[tuple[str, int, int, str, str]] = []
+        nxt: dict[Position, int] = {}
+        for m in records:
+            pos = (m.topic(), m.partition())
+            nxt[pos] = m.offset() + 1
+            value = m.value()
+            try:
+                if value is None:
+                    raise SerdeError("the record has no value.", reason="empty")
+                events.append(serde.decode(value))
+            except SerdeError as exc:
+                rejected.append((pos[0], pos[1], m.offset(), exc.reason, str(exc)))
+        rows, referrals = model.fold(events)
+        s = sql.Identifier(self.schema)
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
+            if stored_offsets(self.conn, self.schema, self.projection) != self.positions:
+                raise _Moved
+            pg.write_batch(self.conn, self.schema, rows.values(), referrals.values())
+            with self.conn.cursor() as cur:
+                if rejected:
+                    cur.executemany(
+                        sql.SQL(
+                            'INSERT INTO {}.proj_rejected (topic, "partition", "offset", reason, message) '
+                            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+                        ).format(s),
+                        rejected,
+                    )
+                if self.apply_hook is not None:
+                    self.apply_hook()
+                cur.executemany(
+                    sql.SQL(
+                        'INSERT INTO {}.proj_offsets (projection, topic, "partition", next_offset) '
+                        'VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, "partition") '
+                        "DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+                    ).format(s),
+                    [(self.projection, t, p, o) for (t, p), o in nxt.items()],
+                )
+        self.positions.update(nxt)
+        for t, p, o, reason, _msg in rejected:
+            log.warning("projection_record_rejected", topic=t, partition=p, offset=o, reason=reason)
+        return BatchResult(events=len(events), rejected=len(rejected))
+
+    # --- catching up --------------------------------------------------------------------------
+
+    def high_watermarks(self) -> dict[Position, int]:
+        out: dict[Position, int] = {}
+        for t, p in self._partitions:
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30)
+            out[(t, p)] = high
+        return out
+
+    def caught_up(self, targets: dict[Position, int]) -> bool:
+        return all(
+            max(self.positions.get(tp, 0), self.eof.get(tp, 0)) >= target for tp, target in targets.items() if target > 0
+        )
+
+    def run_until_caught_up(self, *, timeout: float = 600.0) -> int:
+        """Consume until every partition reached the end it had when this call began."""
+        targets = self.high_watermarks()
+        deadline = time.monotonic() + timeout
+        while not self.caught_up(targets):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"the projector did not catch up within {timeout:.0f} s.")
+            self.poll_once(0.5)
+        return self.processed
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, *_: Any) -> None:
+        self.requested = True
+
+
+def run(settings: Settings, *, max_idle_s: float | None = None) -> int:
+    """Run the live projector until SIGTERM/SIGINT (or idle for ``max_idle_s``); return events applied."""
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    proj = Projector(settings)
+    try:
+        proj.start()
+        idle_since = time.monotonic()
+        while not stop.requested:
+            if proj.poll_once(0.5):
+                idle_since = time.monotonic()
+            elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                break
+    finally:
+        proj.close()
+    log.info("projector_stopped", events=proj.processed, rejected=proj.rejected)
+    return proj.processed
