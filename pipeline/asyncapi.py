@@ -29,7 +29,8 @@ def asyncapi_path() -> Path:
 
 def _default_partitions() -> int:
     field = next(f for f in dataclasses.fields(Settings) if f.name == "partitions")
-    return int(field.default)  # type: ignore[call-overload]
+    default: int = field.default  # type: ignore[assignment]
+    return default
 
 
 def _channel_id(spec: topics.TopicSpec) -> str:

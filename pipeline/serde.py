@@ -94,7 +94,7 @@ class _Codegen:
             return f"(({expr}) - _EPOCH_DATE).days"
         if hint is str and "max_length" in meta:
             return f"_check_str({expr}, {meta['max_length']}, {path!r})"
-        if dataclasses.is_dataclass(hint):
+        if _is_record(hint):
             self.add(hint)
             return f"{self.sym(hint, 'enc')}({expr})"
         return expr
@@ -126,7 +126,7 @@ class _Codegen:
             return f"{self.sym(dict(hint._value2member_map_), 'members_' + hint.__name__)}[{expr}]"
         if hint is str and "max_length" in meta:
             return f"_check_str({expr}, {meta['max_length']}, {path!r})"
-        if dataclasses.is_dataclass(hint):
+        if _is_record(hint):
             self.add(hint)
             return f"{self.sym(hint, 'dec')}({expr})"
         return expr
@@ -163,9 +163,14 @@ class _Codegen:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _is_record(hint: Any) -> bool:
+    """A dataclass type (a plain bool, unlike ``is_dataclass``, so ``hint`` stays a type for mypy)."""
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
 def _branch_name(hint: Any) -> str:
     """The name fastavro's tuple notation uses for a union branch of this type."""
-    if dataclasses.is_dataclass(hint) or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+    if _is_record(hint) or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
         return f"{schema_registry.namespace_of(hint)}.{hint.__name__}"
     if typing.get_origin(hint) is tuple:
         return "array"
@@ -258,7 +263,7 @@ def _diagnose(  # noqa: PLR0911, PLR0912 - one case per type shape, like the con
     if hint is str and "max_length" in meta and isinstance(value, str):
         return _catch(_check_str, value, meta["max_length"], path)
     if not attr:
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        if _is_record(hint) and isinstance(value, dict):
             hints = typing.get_type_hints(hint)
             for f in dataclasses.fields(hint):
                 found = _diagnose(
@@ -279,7 +284,7 @@ def _diagnose(  # noqa: PLR0911, PLR0912 - one case per type shape, like the con
         return None if isinstance(value, date) else _wrong(path, "a date", value)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return None if value in hint._value2member_map_ else _wrong(path, f"a {hint.__name__}", value)
-    if dataclasses.is_dataclass(hint):
+    if _is_record(hint):
         if not isinstance(value, hint):
             return _wrong(path, f"a {hint.__name__}", value)
         hints = typing.get_type_hints(hint)
