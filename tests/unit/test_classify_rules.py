@@ -530,7 +530,7 @@ def test_table_covers_every_category_and_section(tables: Tables) -> None:
 
 
 def test_output_carries_level_priority_and_body(tables: Tables) -> None:
-    """The classification keeps the priority level, reasons, arrival order and the body, and follows its cause."""
+    """The classification keeps level, priority reasons, arrival order and body, and follows its cause."""
     event = prioritized(content=(IMG,), actions=(M.SHARED,), level=3, arrival_seq=42)
     out = classify(event, tables, NOW)
     assert (out.level, out.priority_reasons, out.arrival_seq) == (3, ("synthetic",), 42)
@@ -553,7 +553,7 @@ def test_same_input_same_event_id(tables: Tables) -> None:
 
 
 def test_each_incident_classified_on_its_own(tables: Tables) -> None:
-    """A report naming a web page and an offline place yields two classifications that differ by technology."""
+    """A report naming a web page and an offline place gets two classifications that differ."""
     event = prioritized(reporter=C.CSAM, content=(IMG,), technologies=(T.WEB_PAGE, T.NON_INTERNET))
     web, offline = classify(event, tables, NOW).incidents
     assert (web.incident_id, web.sections) == (event.body.incidents[0].incident_id, ("163.1(3)",))
