@@ -105,9 +105,14 @@ class SocketResolver:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _unbracket(text: str) -> str:
+    text = text.strip()
+    return text[1:-1] if text.startswith("[") and text.endswith("]") else text
+
+
 def is_address(text: str) -> bool:
     try:
-        ipaddress.ip_address(text.strip().strip("[]"))
+        ipaddress.ip_address(_unbracket(text))
     except ValueError:
         return False
     return True
@@ -116,7 +121,7 @@ def is_address(text: str) -> bool:
 def country_of(address: str) -> str | None:
     """The ISO 3166 alpha-2 country an address is delegated to, or None (private, reserved, unknown)."""
     try:
-        ip = ipaddress.ip_address(address.strip().strip("[]"))
+        ip = ipaddress.ip_address(_unbracket(address))
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -138,7 +143,7 @@ def locate(target: str, resolver: Resolver) -> Located:
     """Place one host name or IP address in a country, or say why it cannot be."""
     text = target.strip()
     if is_address(text):
-        address = text.strip("[]")
+        address = _unbracket(text)
         country = country_of(address)
         problem = None if country else "is an address that maps to no country"
         return Located(target=target, country=country, address=address, problem=problem)
