@@ -1,0 +1,201 @@
+"""``tipline intake serve|phone`` and ``tipline privacy erase``: the ways in, and the reporter's erasure."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from pipeline import events as ev
+from pipeline.errors import DomainError
+
+intake_app = typer.Typer(
+    help="Step 2: the ways a report comes in (secure web endpoint, phone line).", no_args_is_help=True
+)
+privacy_app = typer.Typer(
+    help="Reporters' privacy: erase contact details (crypto-shredding).", no_args_is_help=True
+)
+console = Console()
+
+
+def mount(app: typer.Typer) -> None:
+    """Mount this part's sub-commands on the ``tipline`` app (one line in ``pipeline/cli.py``)."""
+    app.add_typer(intake_app, name="intake")
+    app.add_typer(privacy_app, name="privacy")
+
+
+@intake_app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port (default: TIPLINE_HTTP_PORT, 8088).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="Worker processes.")] = 1,
+) -> None:
+    """Serve POST /v1/reports and GET /v1/health until stopped."""
+    from pipeline import bootstrap  # noqa: PLC0415 - keeps `tipline --help` fast
+    from pipeline.ingest.http import serve as run  # noqa: PLC0415
+
+    settings = bootstrap.settings()
+    console.print(
+        f"Intake listening on http://{host}:{port or settings.http_port}/v1/reports", highlight=False
+    )
+    run(settings, host=host, port=port, workers=workers)
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for raw in values for v in raw.split(",") if v.strip()]
+
+
+def _ask_list(label: str) -> list[str]:
+    return _split(
+        [typer.prompt(f"{label} (comma-separated, blank for none)", default="", show_default=False)]
+    )
+
+
+@intake_app.command("phone")
+def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per field asked
+    category: Annotated[str | None, typer.Option(help="Report category (blank: not sure).")] = None,
+    description: Annotated[str | None, typer.Option(help="What the caller saw, in their words.")] = None,
+    url: Annotated[list[str] | None, typer.Option("--url", help="A web address (repeatable).")] = None,
+    email: Annotated[
+        list[str] | None, typer.Option("--email", help="A reported e-mail address (repeatable).")
+    ] = None,
+    phone_number: Annotated[
+        list[str] | None, typer.Option("--phone", help="A reported phone number (repeatable).")
+    ] = None,
+    username: Annotated[
+        list[str] | None, typer.Option("--username", help="A reported user name (repeatable).")
+    ] = None,
+    ip: Annotated[list[str] | None, typer.Option("--ip", help="A reported IP address (repeatable).")] = None,
+    victim_age: Annotated[int | None, typer.Option(min=0, max=120, help="The child's age, if known.")] = None,
+    province: Annotated[
+        str | None, typer.Option(help="Province or territory of the child (e.g. ON).")
+    ] = None,
+    chat_client: Annotated[str | None, typer.Option(help="Chat or messaging app used.")] = None,
+    game: Annotated[str | None, typer.Option(help="Online game used.")] = None,
+    location: Annotated[str | None, typer.Option(help="A physical location (non-internet incident).")] = None,
+    language: Annotated[str, typer.Option(help="Language of the call: en or fr.")] = "en",
+    anonymous: Annotated[
+        bool | None, typer.Option("--anonymous/--not-anonymous", help="Caller stays anonymous.")
+    ] = None,
+    contact_name: Annotated[str | None, typer.Option(help="Caller's name (encrypted).")] = None,
+    contact_email: Annotated[str | None, typer.Option(help="Caller's e-mail (encrypted).")] = None,
+    contact_phone: Annotated[str | None, typer.Option(help="Caller's phone (encrypted).")] = None,
+    call_time: Annotated[str | None, typer.Option(help="Best time to call back (encrypted).")] = None,
+    submission_id: Annotated[
+        str | None, typer.Option(help="Id of this submission (resending it is safe).")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Ask nothing: use the flags as given and send.")
+    ] = False,
+) -> None:
+    """Take a report over the phone: prompts for what the flags did not give, then prints its reference."""
+    from pipeline import bootstrap  # noqa: PLC0415 - keeps `tipline --help` fast
+    from pipeline.ingest.client import submit_report  # noqa: PLC0415
+
+    urls, emails, phones, usernames, ips = (_split(v or []) for v in (url, email, phone_number, username, ip))
+    if not yes:
+        if category is None:
+            choices = ", ".join(c.value for c in ev.Category)
+            category = typer.prompt(
+                f"Category ({choices}; blank if not sure)", default="", show_default=False
+            )
+        while not description:
+            description = typer.prompt("What did the caller see? (description)")
+        urls = urls or _ask_list("Web addresses")
+        emails = emails or _ask_list("E-mail addresses reported")
+        phones = phones or _ask_list("Phone numbers reported")
+        usernames = usernames or _ask_list("User names reported")
+        if victim_age is None:
+            age = typer.prompt("Child's age (blank if unknown)", default="", show_default=False)
+            victim_age = int(age) if age.strip().isdigit() else None
+        if province is None:
+            province = typer.prompt(
+                "Child's province or territory (blank if unknown)", default="", show_default=False
+            )
+        if anonymous is None and not (contact_email or contact_phone):
+            anonymous = not typer.confirm("Does the caller want to leave contact details?", default=False)
+        if anonymous is False and not (contact_email or contact_phone):
+            contact_name = contact_name or typer.prompt("Caller's name", default="", show_default=False)
+            contact_email = contact_email or typer.prompt("Caller's e-mail", default="", show_default=False)
+            contact_phone = contact_phone or typer.prompt("Caller's phone", default="", show_default=False)
+            call_time = call_time or typer.prompt("Best time to call back", default="", show_default=False)
+    if not description:
+        raise DomainError(
+            "description: is required; pass --description or drop --yes to be asked.", field="description"
+        )
+    report: dict[str, Any] = {"description": description, "language": language}
+    if category:
+        report["category"] = category
+    if submission_id:
+        report["submission_id"] = submission_id
+    for key, values in (
+        ("urls", urls),
+        ("emails_reported", emails),
+        ("phones_reported", phones),
+        ("usernames_reported", usernames),
+        ("ip_addresses", ips),
+    ):
+        if values:
+            report[key] = values
+    victim: dict[str, Any] = {}
+    if victim_age is not None:
+        victim["age"] = victim_age
+    if province:
+        victim["location"] = {"province": province}
+    if victim:
+        report["victim"] = victim
+    tech = {
+        k: v for k, v in (("chat_client", chat_client), ("game", game), ("physical_location", location)) if v
+    }
+    if tech:
+        report["tech"] = tech
+    contact = {
+        k: v
+        for k, v in (
+            ("name", contact_name),
+            ("email", contact_email),
+            ("phone", contact_phone),
+            ("time_to_call", call_time),
+            ("preferred_language", language if (contact_email or contact_phone) else None),
+        )
+        if v
+    }
+    if contact:
+        report["contact"] = contact
+    if anonymous is not None:
+        report["anonymous"] = anonymous
+    if not yes:
+        shown = len(urls) + len(emails) + len(phones) + len(usernames) + len(ips)
+        who = "with contact" if contact else "anonymous"
+        summary = f"category {category or 'not sure'}, {shown} address(es), {who}"
+        if not typer.confirm(f"Send the report ({summary})?", default=True):
+            raise typer.Abort
+    receipt = submit_report(bootstrap.settings(), report, channel=ev.Channel.PHONE)
+    console.print(f"Report received. Reference: [bold]{receipt.reference}[/]", highlight=False)
+    console.print(f"report id {receipt.report_id}, submission id {receipt.submission_id}", highlight=False)
+
+
+@privacy_app.command("erase")
+def erase(
+    report: Annotated[
+        str, typer.Argument(metavar="REPORT", help="The report id whose contact details to erase.")
+    ],
+) -> None:
+    """Erase a reporter's contact details by deleting their key: unrecoverable; the report stays readable."""
+    from pipeline import bootstrap, db  # noqa: PLC0415 - keeps `tipline --help` fast
+    from pipeline.ingest import crypto  # noqa: PLC0415
+
+    try:
+        report_id = str(uuid.UUID(report))
+    except ValueError:
+        raise DomainError(
+            f"{report!r} is not a report id (a UUID such as the one the intake printed)."
+        ) from None
+    with db.connect(bootstrap.settings(), autocommit=True) as conn:
+        erased = crypto.erase(conn, report_id)
+    if erased:
+        console.print(f"Erased the contact details of report {report_id}; they can no longer be read.")
+    else:
+        console.print(f"Report {report_id} holds no readable contact details (none given, or erased before).")

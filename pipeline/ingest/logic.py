@@ -1,0 +1,864 @@
+"""Steps 2-3, the pure rules: validate a submission, normalise it, split it into incidents.
+
+Nothing here talks to Kafka, PostgreSQL or a log. Three ways in (the HTTP endpoint, the phone line, an
+intake system's client) share ``parse_report``: a JSON object becomes a ``ParsedReport`` or a
+``DomainError`` naming the offending field (``urls[2]``, ``victim.age``...). The ingest stage then calls
+``receive`` to turn a ``ReportSubmitted`` into the content of a ``ReportReceived``.
+
+Normalisation:
+- URLs: scheme and host lower-cased, an internationalised host to punycode (``idna``, UTS #46), default
+  ports and the fragment dropped, an empty path made ``/``; the original is kept beside it. A URL
+  without a scheme is read as ``http://`` (reporters paste ``example.com/page``).
+- IP addresses: ``ipaddress`` (IPv6 compressed). Phones: E.164 (``phonenumbers``, region CA by default).
+  E-mail addresses: ``email_validator`` syntax check and normalisation, no DNS lookup.
+
+Incident splitting (one incident per technology, as the tipline counts them): web page URLs -> one
+``web_page`` incident; URLs on known social-media / chat / gaming hosts go to ``social_media`` /
+``chat_im`` / ``online_gaming``; e-mail addresses -> ``email``; chat details -> ``chat_im``; game or
+console -> ``online_gaming``; peer-to-peer client or file names -> ``peer_to_peer``; phone numbers ->
+``phone_sms``; a physical location -> ``non_internet``. A report naming no technology at all (a
+description only) is one ``non_internet`` incident, so that every report has something to classify.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import ipaddress
+import re
+import types
+import typing
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import idna
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from pipeline import events as ev
+from pipeline.errors import DomainError
+
+REPORT_ID_NAMESPACE = uuid.UUID("0b6e3c1d-8f4a-5e2b-9d7c-2a4f6e8b1c3d")
+"""The uuid5 namespace of report ids. Never change it: a resubmission must map to the same report id."""
+
+PRODUCER_INTAKE = "intake/0.1.0"
+PRODUCER_INGEST = "ingest/0.1.0"
+
+DEFAULT_REGION = "CA"
+MAX_DEPTH = 20
+MAX_TEXT = 1_000
+MAX_ITEMS = 500
+MAX_SUBMISSION_ID = 128
+
+PROVINCES = frozenset({"AB", "BC", "MB", "NB", "NL", "NS", "NT", "NU", "ON", "PE", "QC", "SK", "YT"})
+URL_SCHEMES = frozenset({"http", "https", "ftp"})
+DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21}
+
+MEDIA_FIELDS = frozenset(
+    {
+        "file",
+        "attachment",
+        "attachments",
+        "image",
+        "images",
+        "video",
+        "videos",
+        "media",
+        "photo",
+        "photos",
+        "picture",
+        "pictures",
+        "upload",
+        "uploads",
+        "file_data",
+        "file_content",
+        "content_base64",
+        "base64",
+        "blob",
+    }
+)
+MEDIA_MESSAGE = "the tipline accepts URLs and file hashes only, never images, videos or other files"
+
+SOCIAL_HOSTS = frozenset(
+    {
+        "facebook.com",
+        "fb.com",
+        "instagram.com",
+        "tiktok.com",
+        "snapchat.com",
+        "x.com",
+        "twitter.com",
+        "discord.com",
+        "discord.gg",
+        "reddit.com",
+        "tumblr.com",
+        "pinterest.com",
+        "youtube.com",
+        "youtu.be",
+        "linkedin.com",
+        "threads.net",
+        "vk.com",
+        "omegle.com",
+        "onlyfans.com",
+        "bsky.app",
+    }
+)
+CHAT_HOSTS = frozenset(
+    {"t.me", "telegram.me", "telegram.org", "whatsapp.com", "wa.me", "kik.com", "signal.me"}
+)
+GAMING_HOSTS = frozenset(
+    {"roblox.com", "minecraft.net", "steamcommunity.com", "fortnite.com", "epicgames.com"}
+)
+
+_HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+_SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+_HASH_PATTERNS = {
+    ev.HashType.MD5: re.compile(r"^[0-9a-f]{32}$"),
+    ev.HashType.SHA1: re.compile(r"^[0-9a-f]{40}$"),
+    ev.HashType.SHA256: re.compile(r"^[0-9a-f]{64}$"),
+    ev.HashType.PDQ: re.compile(r"^[0-9a-f]{64}$"),
+}
+
+
+# --- Ids ------------------------------------------------------------------------------------------
+
+
+def report_id_for(submission_id: str) -> str:
+    """The report id of a submission: derived, so a resubmission (same submission id) has the same one."""
+    return str(uuid.uuid5(REPORT_ID_NAMESPACE, submission_id))
+
+
+def reference_for(report_id: str) -> str:
+    """A short reference a reporter can read out on the phone (the report number comes at ingest)."""
+    code = base64.b32encode(uuid.UUID(report_id).bytes[:5]).decode()
+    return f"TIP-{code[:4]}-{code[4:8]}"
+
+
+def incident_id_for(report_id: str, technology: ev.Technology) -> str:
+    return ev.derive_event_id(report_id, "incident", technology.value)
+
+
+# --- Normalisation --------------------------------------------------------------------------------
+
+
+def _refuse(field: str, message: str, reason: str = "invalid_field") -> DomainError:
+    return DomainError(f"{field}: {message}", reason=reason, field=field)
+
+
+def normalize_host(host: str, field: str) -> str:
+    """A host lower-cased, IDN to punycode; an IP literal validated. Raises DomainError."""
+    host = host.rstrip(".")
+    if not host:
+        raise _refuse(field, "the URL has no host")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            raise _refuse(field, "the URL's IPv6 address is not valid") from None
+    if host.isascii():
+        host = host.lower()
+    else:
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            raise _refuse(field, "the URL's host is not a valid domain name") from None
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise _refuse(field, "the URL's IPv4 address is not valid") from None
+    labels = host.split(".")
+    if len(labels) < 2 or len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise _refuse(field, "the URL's host is not a public domain name")
+    return host
+
+
+def normalize_url(raw: str, field: str = "url") -> ev.UrlRef:
+    """The URL as reported and normalised, with its host. Raises DomainError naming ``field``."""
+    if not isinstance(raw, str):
+        raise _refuse(field, "must be a string")
+    original = raw
+    text = raw.strip()
+    if not text:
+        raise _refuse(field, "the URL is empty")
+    if len(text) > ev.MAX_URL_LENGTH:
+        raise _refuse(field, f"the URL is longer than {ev.MAX_URL_LENGTH} characters")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise _refuse(field, "the URL contains spaces or control characters")
+    if text.lower().startswith("data:"):
+        raise _refuse(field, MEDIA_MESSAGE, "media_not_accepted")
+    if "://" not in text:
+        scheme_only = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):(?!\d)", text)
+        if scheme_only:
+            raise _refuse(
+                field,
+                f"the URL scheme {scheme_only.group(1).lower()!r} is not accepted; use http, https or ftp",
+            )
+        text = "http://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise _refuse(field, "the URL is not valid (bad host or port)") from None
+    scheme = parts.scheme.lower()
+    if scheme not in URL_SCHEMES:
+        raise _refuse(field, f"the URL scheme {scheme!r} is not accepted; use http, https or ftp")
+    hostname = parts.hostname or ""
+    if parts.netloc.rsplit("@", 1)[-1].startswith("["):
+        hostname = f"[{hostname}]"
+    host = normalize_host(hostname, field)
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    netloc = userinfo + host
+    if port is not None and port != DEFAULT_PORTS.get(scheme):
+        netloc += f":{port}"
+    normalized = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    if len(normalized) > ev.MAX_URL_LENGTH:
+        raise _refuse(field, f"the URL is longer than {ev.MAX_URL_LENGTH} characters once normalised")
+    return ev.UrlRef(original=original, normalized=normalized, host=host.strip("[]"))
+
+
+def normalize_ip(raw: str, field: str = "ip") -> str:
+    try:
+        return ipaddress.ip_address(raw.strip()).compressed
+    except (ValueError, AttributeError):
+        raise _refuse(field, "not a valid IPv4 or IPv6 address") from None
+
+
+def normalize_phone(raw: str, field: str = "phone", region: str = DEFAULT_REGION) -> str:
+    """E.164 (``+14165550199``); a number without a country code is read in ``region``."""
+    try:
+        number = phonenumbers.parse(raw, region)
+    except (phonenumbers.NumberParseException, TypeError):
+        raise _refuse(field, "not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise _refuse(field, "not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(raw: str, field: str = "email") -> str:
+    try:
+        return str(validate_email(raw, check_deliverability=False).normalized)
+    except (EmailNotValidError, TypeError):
+        raise _refuse(field, "not a valid e-mail address") from None
+
+
+def normalize_hash(h: ev.FileHash, field: str) -> ev.FileHash:
+    value = h.value.strip().lower() if h.hash_type in _HASH_PATTERNS else h.value.strip()
+    pattern = _HASH_PATTERNS.get(h.hash_type)
+    if pattern is not None and not pattern.match(value):
+        raise _refuse(field, f"not a valid {h.hash_type.value} hash (hexadecimal of the right length)")
+    if not value or len(value) > 4096:
+        raise _refuse(field, "the hash is empty or too long")
+    return ev.FileHash(hash_type=h.hash_type, value=value)
+
+
+def technology_of_host(host: str) -> ev.Technology:
+    """Which technology a URL belongs to, by its host (a sub-domain counts as its parent)."""
+    labels = host.split(".")
+    for i in range(len(labels) - 1):
+        candidate = ".".join(labels[i:])
+        if candidate in SOCIAL_HOSTS:
+            return ev.Technology.SOCIAL_MEDIA
+        if candidate in CHAT_HOSTS:
+            return ev.Technology.CHAT_IM
+        if candidate in GAMING_HOSTS:
+            return ev.Technology.ONLINE_GAMING
+    return ev.Technology.WEB_PAGE
+
+
+# --- Parsing a JSON report ------------------------------------------------------------------------
+
+
+def json_depth(value: Any) -> int:
+    """How deeply nested a parsed JSON value is (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            depth += 1
+            stack.extend((v, depth) for v in item.values())
+        elif isinstance(item, list):
+            depth += 1
+            stack.extend((v, depth) for v in item)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def find_media(value: Any, path: str = "") -> str | None:
+    """The path of the first field that looks like an upload (a media field name or a data: URI)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            p = f"{path}.{k}" if path else str(k)
+            if str(k).lower() in MEDIA_FIELDS:
+                return p
+            found = find_media(v, p)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = find_media(v, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, str) and value[:5].lower() == "data:":
+        return path or "(body)"
+    return None
+
+
+def _type_name(hint: Any) -> str:  # noqa: PLR0911 - one sentence per type
+    if hint is str:
+        return "a string"
+    if hint is int:
+        return "a whole number"
+    if hint is bool:
+        return "true or false"
+    if hint is datetime:
+        return "an ISO 8601 time with a timezone"
+    if hint is date:
+        return "an ISO 8601 date"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(m.value for m in hint)
+    return "an object"
+
+
+def _convert(hint: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:  # noqa: PLR0911, PLR0912 - one case per JSON type
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(inner, value, path, meta)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _refuse(path, "must be a list")
+        limit = meta.get("max_items", MAX_ITEMS)
+        if len(value) > limit:
+            raise _refuse(path, f"has more than {limit} items")
+        item_hint = typing.get_args(hint)[0]
+        item_meta = {"max_length": meta["max_item_length"]} if "max_item_length" in meta else {}
+        return tuple(_convert(item_hint, v, f"{path}[{i}]", item_meta) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        return build_record(typing.cast(type, hint), value, path)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        if not isinstance(value, str):
+            raise _refuse(path, f"must be {_type_name(hint)}")
+        try:
+            return hint(value.strip().lower())
+        except ValueError:
+            raise _refuse(path, f"{value!r} is not {_type_name(hint)}") from None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _refuse(path, "must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _refuse(path, "must be a whole number")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise _refuse(path, "must be a string")
+        limit = meta.get("max_length", MAX_TEXT)
+        if len(value) > limit:
+            raise _refuse(path, f"is longer than {limit} characters", "too_long")
+        return value
+    if hint is datetime:
+        if not isinstance(value, str):
+            raise _refuse(path, f"must be {_type_name(hint)}")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise _refuse(path, f"must be {_type_name(hint)}") from None
+        if parsed.tzinfo is None:
+            raise _refuse(path, "the time needs a timezone (e.g. 2026-01-31T20:00:00Z)")
+        return parsed
+    if hint is date:
+        if not isinstance(value, str):
+            raise _refuse(path, f"must be {_type_name(hint)}")
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise _refuse(path, f"must be {_type_name(hint)}") from None
+    raise TypeError(f"no JSON conversion for {hint!r}")  # a new field type must be handled here
+
+
+@typing.no_type_check
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def build_record(cls: type, data: Any, path: str) -> Any:
+    """A value record (Suspect, Victim, FileRef...) from a JSON object; unknown fields are refused."""
+    if not isinstance(data, dict):
+        raise _refuse(path, "must be an object")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise _refuse(f"{path}.{key}", "is not a known field")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        p = f"{path}.{name}"
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], p, f.metadata)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise _refuse(p, "is required", "missing_field")
+    return cls(**kwargs)
+
+
+CONTACT_FIELDS = ("name", "email", "phone", "preferred_language", "time_to_call")
+
+_TOP_LEVEL: dict[str, str] = {
+    # JSON name -> ReportSubmitted field
+    "category": "reporter_category",
+    "description": "description",
+    "language": "language",
+    "incident_time": "incident_time",
+    "urls": "urls",
+    "ip_addresses": "ip_addresses",
+    "emails_reported": "emails_reported",
+    "phones_reported": "phones_reported",
+    "usernames_reported": "usernames_reported",
+    "suspect": "suspect",
+    "victim": "victim",
+    "files": "files",
+    "annotations": "annotations",
+    "facts": "facts",
+    "tech": "tech",
+}
+OTHER_FIELDS = ("submission_id", "anonymous", "contact", "intake_system")
+KNOWN_FIELDS = frozenset((*_TOP_LEVEL, *OTHER_FIELDS))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParsedReport:
+    """A validated submission: the event's fields, and the contact still in clear (to be encrypted)."""
+
+    submission_id: str
+    report_id: str
+    fields: Mapping[str, Any]
+    anonymous: bool
+    contact: Mapping[str, str] | None
+    intake_system: str | None
+
+
+def _parse_contact(value: Any) -> dict[str, str] | None:  # noqa: PLR0912 - one check per contact field
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _refuse(
+            "contact", "must be an object with name, email, phone, preferred_language, time_to_call"
+        )
+    contact: dict[str, str] = {}
+    for key, raw in value.items():
+        p = f"contact.{key}"
+        if key not in CONTACT_FIELDS:
+            raise _refuse(p, "is not a known field")
+        if raw is None:
+            continue
+        if not isinstance(raw, str):
+            raise _refuse(p, "must be a string")
+        if len(raw) > MAX_TEXT:
+            raise _refuse(p, f"is longer than {MAX_TEXT} characters", "too_long")
+        text = raw.strip()
+        if not text:
+            continue
+        if key == "email":
+            text = normalize_email(text, p)
+        elif key == "phone":
+            text = normalize_phone(text, p)
+        elif key == "preferred_language" and text.lower() not in {"en", "fr"}:
+            raise _refuse(p, "must be en or fr")
+        contact[key] = text
+    if not contact:
+        return None
+    if not ("email" in contact or "phone" in contact):
+        raise _refuse("contact", "a contact needs an e-mail address or a phone number to be of use")
+    return contact
+
+
+def _check_submission_id(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _refuse("submission_id", "must be a non-empty string (the client's id of this submission)")
+    if len(value) > MAX_SUBMISSION_ID or not _SUBMISSION_ID.match(value):
+        raise _refuse(
+            "submission_id",
+            f"use up to {MAX_SUBMISSION_ID} letters, digits, '.', '_', ':' or '-' (a UUID is best)",
+        )
+    return value
+
+
+def parse_report(
+    data: Any, *, new_submission_id: Callable[[], str] = lambda: str(uuid.uuid4())
+) -> ParsedReport:
+    """Validate a JSON report (already parsed): the one function every way in shares.
+
+    Raises ``DomainError`` naming the first offending field. The content is checked the way ingest
+    will read it (URLs, IPs, phones and e-mail addresses must normalise), so a report accepted here is
+    not rejected later for its content.
+    """
+    if not isinstance(data, dict):
+        raise _refuse("(body)", "the report must be a JSON object")
+    if json_depth(data) > MAX_DEPTH:
+        raise _refuse("(body)", f"the JSON is nested more than {MAX_DEPTH} levels deep", "too_deep")
+    media = find_media(data)
+    if media is not None:
+        raise _refuse(media, MEDIA_MESSAGE, "media_not_accepted")
+    for key in data:
+        if key not in KNOWN_FIELDS:
+            raise _refuse(str(key), "is not a known field")
+    if "description" not in data or data["description"] is None:
+        raise _refuse("description", "is required: say in a few words what you saw", "missing_field")
+    hints = _hints(ev.ReportSubmitted)
+    metas = {f.name: f.metadata for f in dataclasses.fields(ev.ReportSubmitted)}
+    fields: dict[str, Any] = {}
+    for json_name, field_name in _TOP_LEVEL.items():
+        if json_name in data and data[json_name] is not None:
+            fields[field_name] = _convert(hints[field_name], data[json_name], json_name, metas[field_name])
+    if not str(fields["description"]).strip():
+        raise _refuse("description", "is empty: say in a few words what you saw", "missing_field")
+    fields.setdefault("language", ev.Language.EN)
+    raw_sid = data.get("submission_id")
+    submission_id = new_submission_id() if raw_sid is None else _check_submission_id(raw_sid)
+    contact = _parse_contact(data.get("contact"))
+    anonymous_raw = data.get("anonymous")
+    if anonymous_raw is not None and not isinstance(anonymous_raw, bool):
+        raise _refuse("anonymous", "must be true or false")
+    anonymous = contact is None if anonymous_raw is None else anonymous_raw
+    if anonymous and contact is not None:
+        raise _refuse("anonymous", "an anonymous report cannot carry contact details; drop one of them")
+    intake_system = data.get("intake_system")
+    if intake_system is not None:
+        intake_system = _convert(str, intake_system, "intake_system", {"max_length": 200})
+    fields = _check_content(fields)
+    return ParsedReport(
+        submission_id=submission_id,
+        report_id=report_id_for(submission_id),
+        fields=fields,
+        anonymous=anonymous,
+        contact=contact,
+        intake_system=intake_system,
+    )
+
+
+def _check_content(fields: dict[str, Any]) -> dict[str, Any]:
+    """Province and country codes upper-cased and checked; URLs, IPs, phones, e-mails must normalise."""
+    for name in ("suspect", "victim"):
+        person = fields.get(name)
+        loc = getattr(person, "location", None)
+        if person is not None and loc is not None:
+            fields[name] = dataclasses.replace(person, location=_check_location(loc, f"{name}.location"))
+    victim = fields.get("victim")
+    if victim is not None and victim.age is not None and not 0 <= victim.age <= 120:
+        raise _refuse("victim.age", "must be an age in years from 0 to 120")
+    probe = ev.ReportSubmitted(
+        envelope=_PROBE_ENVELOPE,
+        submission_id="probe",
+        channel=ev.Channel.API,
+        anonymous=True,
+        submitted_at=_PROBE_ENVELOPE.occurred_at,
+        **fields,
+    )
+    normalized_content(probe)  # raises DomainError naming the field
+    return fields
+
+
+def _check_location(loc: ev.Location, path: str) -> ev.Location:
+    province = loc.province.strip().upper() if loc.province else None
+    country = loc.country.strip().upper() if loc.country else None
+    if province is not None and province not in PROVINCES:
+        raise _refuse(
+            f"{path}.province", "must be a two-letter Canadian province or territory code (e.g. ON)"
+        )
+    if country is not None and not re.fullmatch(r"[A-Z]{2}", country):
+        raise _refuse(f"{path}.country", "must be a two-letter ISO 3166 country code (e.g. CA)")
+    return ev.Location(province=province, country=country, city=loc.city)
+
+
+_PROBE_ENVELOPE = ev.Envelope(
+    event_id="probe",
+    event_type="ReportSubmitted",
+    report_id="probe",
+    occurred_at=datetime(2000, 1, 1, tzinfo=UTC),
+    producer=PRODUCER_INTAKE,
+    causation_id=None,
+    correlation_id="probe",
+    actor=ev.Actor(kind=ev.ActorKind.SYSTEM, id="probe"),
+)
+
+
+def to_submitted(
+    parsed: ParsedReport,
+    *,
+    channel: ev.Channel,
+    now: datetime,
+    contact: ev.EncryptedContact | None,
+    actor: ev.Actor | None = None,
+) -> ev.ReportSubmitted:
+    """The ``ReportSubmitted`` event of a validated report; ``contact`` is already encrypted."""
+    if (contact is None) != (parsed.contact is None):
+        raise ValueError("the contact must be encrypted exactly when the report carries one")
+    if actor is None:
+        actor = (
+            ev.Actor(kind=ev.ActorKind.INTAKE_SYSTEM, id=parsed.intake_system)
+            if parsed.intake_system
+            else ev.Actor(
+                kind=ev.ActorKind.REPORTER, id="anonymous" if parsed.anonymous else parsed.report_id
+            )
+        )
+    envelope = ev.Envelope.first(
+        submission_id=parsed.submission_id,
+        event_type="ReportSubmitted",
+        report_id=parsed.report_id,
+        producer=PRODUCER_INTAKE,
+        actor=actor,
+        occurred_at=now,
+    )
+    return ev.ReportSubmitted(
+        envelope=envelope,
+        submission_id=parsed.submission_id,
+        channel=channel,
+        intake_system=parsed.intake_system,
+        anonymous=parsed.anonymous,
+        contact=contact,
+        submitted_at=now,
+        **parsed.fields,
+    )
+
+
+def check_submitted(event: ev.ReportSubmitted) -> None:
+    """The structural rules of a ``ReportSubmitted`` from any producer. Raises DomainError."""
+    if event.envelope.event_type != "ReportSubmitted":
+        raise _refuse("envelope.event_type", "must be ReportSubmitted", "wrong_event_type")
+    _check_submission_id(event.submission_id)
+    if event.envelope.report_id != report_id_for(event.submission_id):
+        raise _refuse(
+            "envelope.report_id",
+            "must be derived from the submission id (pipeline.ingest.logic.report_id_for)",
+            "report_id_mismatch",
+        )
+    if event.anonymous and event.contact is not None:
+        raise _refuse("anonymous", "an anonymous report cannot carry contact details")
+    if event.contact is not None and event.contact.key_id != event.envelope.report_id:
+        raise _refuse("contact.key_id", "must be the report id (the contact's data key is kept per report)")
+    if not event.description.strip():
+        raise _refuse("description", "is empty", "missing_field")
+
+
+# --- Receiving: normalise and split into incidents ------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Content:
+    """A submission's normalised content: its incidents and what links it to other reports."""
+
+    incidents: tuple[ev.Incident, ...]
+    suspect: ev.Suspect | None
+    link_keys: tuple[str, ...]
+
+
+def _dedupe(items: list[Any]) -> tuple[Any, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def normalized_content(event: ev.ReportSubmitted) -> Content:  # noqa: PLR0912, PLR0915 - the whole split in one readable pass
+    """Normalise every address of a submission and split it into one incident per technology.
+
+    Raises ``DomainError`` naming the first invalid field (``urls[1]``, ``suspect.phones[0]``...).
+    """
+    report_id = event.envelope.report_id
+    suspect = event.suspect
+    urls: dict[ev.Technology, list[ev.UrlRef]] = {}
+    url_index: dict[str, ev.Technology] = {}
+
+    def add_url(raw: str, path: str) -> None:
+        ref = normalize_url(raw, path)
+        tech = technology_of_host(ref.host)
+        if ref.normalized not in url_index:
+            url_index[ref.normalized] = tech
+            urls.setdefault(tech, []).append(ref)
+
+    for i, raw in enumerate(event.urls):
+        add_url(raw, f"urls[{i}]")
+    emails = [normalize_email(e, f"emails_reported[{i}]") for i, e in enumerate(event.emails_reported)]
+    phones = [normalize_phone(p, f"phones_reported[{i}]") for i, p in enumerate(event.phones_reported)]
+    ips = [normalize_ip(a, f"ip_addresses[{i}]") for i, a in enumerate(event.ip_addresses)]
+    usernames = [u.strip() for u in event.usernames_reported if u.strip()]
+    if suspect is not None:
+        for i, raw in enumerate(suspect.profile_urls):
+            add_url(raw, f"suspect.profile_urls[{i}]")
+        s_emails = tuple(normalize_email(e, f"suspect.emails[{i}]") for i, e in enumerate(suspect.emails))
+        s_phones = tuple(normalize_phone(p, f"suspect.phones[{i}]") for i, p in enumerate(suspect.phones))
+        s_ips = tuple(
+            dataclasses.replace(e, ip=normalize_ip(e.ip, f"suspect.ip_events[{i}].ip"))
+            for i, e in enumerate(suspect.ip_events)
+        )
+        suspect = dataclasses.replace(suspect, emails=s_emails, phones=s_phones, ip_events=s_ips)
+        emails += s_emails
+        phones += s_phones
+        ips += [e.ip for e in s_ips]
+        usernames += [u.strip() for u in suspect.usernames if u.strip()]
+
+    files: list[tuple[ev.FileRef, ev.Technology | None]] = []
+    for i, f in enumerate(event.files):
+        hashes = tuple(normalize_hash(h, f"files[{i}].hashes[{j}]") for j, h in enumerate(f.hashes))
+        seen = f.seen_at_url
+        tech: ev.Technology | None = None
+        if seen is not None:
+            ref = normalize_url(seen, f"files[{i}].seen_at_url")
+            seen = ref.normalized
+            tech = url_index.get(ref.normalized)
+            if tech is None:
+                tech = technology_of_host(ref.host)
+                url_index[ref.normalized] = tech
+                urls.setdefault(tech, []).append(ref)
+        files.append((ev.FileRef(file_name=f.file_name, hashes=hashes, seen_at_url=seen), tech))
+
+    tech_details = event.tech
+    parts: dict[ev.Technology, dict[str, list[Any]]] = {}
+
+    def part(tech: ev.Technology) -> dict[str, list[Any]]:
+        return parts.setdefault(
+            tech, {"urls": [], "emails": [], "phones": [], "usernames": [], "ips": [], "files": []}
+        )
+
+    for tech, refs in urls.items():
+        part(tech)["urls"].extend(refs)
+    if emails:
+        part(ev.Technology.EMAIL)["emails"].extend(emails)
+    if phones:
+        part(ev.Technology.PHONE_SMS)["phones"].extend(phones)
+    if tech_details is not None:
+        if tech_details.chat_client or tech_details.chat_room:
+            part(ev.Technology.CHAT_IM)
+        if tech_details.game or tech_details.console:
+            part(ev.Technology.ONLINE_GAMING)
+        if tech_details.p2p_client or tech_details.p2p_file_names:
+            part(ev.Technology.PEER_TO_PEER)
+        if tech_details.physical_location and tech_details.physical_location.strip():
+            part(ev.Technology.NON_INTERNET)
+    if usernames:
+        # A screen name belongs to the platform it was seen on; without one, to social media.
+        for tech in (
+            ev.Technology.SOCIAL_MEDIA,
+            ev.Technology.CHAT_IM,
+            ev.Technology.ONLINE_GAMING,
+            ev.Technology.PEER_TO_PEER,
+        ):
+            if tech in parts:
+                parts[tech]["usernames"].extend(usernames)
+                break
+        else:
+            part(ev.Technology.SOCIAL_MEDIA)["usernames"].extend(usernames)
+    if ips:
+        # IP capture events are peer-to-peer evidence when there is a p2p incident, else the web page's.
+        target = ev.Technology.PEER_TO_PEER if ev.Technology.PEER_TO_PEER in parts else ev.Technology.WEB_PAGE
+        part(target)["ips"].extend(ips)
+    for fref, seen_tech in files:
+        tech = seen_tech
+        if tech is None:
+            tech = next(
+                (t for t in (ev.Technology.PEER_TO_PEER, ev.Technology.WEB_PAGE) if t in parts),
+                next(iter(parts), ev.Technology.WEB_PAGE),
+            )
+        part(tech)["files"].append(fref)
+    if not parts:
+        part(ev.Technology.NON_INTERNET)
+
+    incidents = tuple(
+        ev.Incident(
+            incident_id=incident_id_for(report_id, tech),
+            technology=tech,
+            urls=tuple(p["urls"]),
+            emails=_dedupe(p["emails"]),
+            phones=_dedupe(p["phones"]),
+            usernames=_dedupe(p["usernames"]),
+            ip_addresses=_dedupe(p["ips"]),
+            files=tuple(p["files"]),
+        )
+        for tech in ev.Technology
+        if (p := parts.get(tech)) is not None
+    )
+    link_keys = [f"url:{u}" for u in url_index]
+    for fref, _tech in files:
+        link_keys += [f"hash:{h.hash_type.value}:{h.value}" for h in fref.hashes]
+    return Content(incidents=incidents, suspect=suspect, link_keys=_dedupe(link_keys))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Numbering:
+    """What the ingest table holds about a report: its number, receipt time, and the link found."""
+
+    report_number: str
+    received_at: datetime
+    linked_to: str | None
+    reporters_count: int
+
+
+def report_number(seq: int, received_at: datetime, prefix: str = "CT") -> str:
+    """``CT-2026-000123``: the year of receipt and a sequence shared by all years (unique, never reused)."""
+    return f"{prefix}-{received_at.year:04d}-{seq:06d}"
+
+
+def received(event: ev.ReportSubmitted, content: Content, numbering: Numbering) -> ev.ReportReceived:
+    """The ``ReportReceived`` of a submission: deterministic for the same inputs (a replay emits it again)."""
+    envelope = ev.Envelope.follow(
+        event.envelope,
+        event_type="ReportReceived",
+        producer=PRODUCER_INGEST,
+        actor=ev.Actor(kind=ev.ActorKind.SYSTEM, id="ingest"),
+        occurred_at=numbering.received_at,
+    )
+    victim = event.victim
+    body = ev.ReportBody(
+        report_number=numbering.report_number,
+        channel=event.channel,
+        language=event.language,
+        received_at=numbering.received_at,
+        reporter_category=event.reporter_category,
+        description=event.description,
+        incidents=content.incidents,
+        suspect=content.suspect,
+        victim=victim,
+        annotations=event.annotations,
+        facts=event.facts,
+        tech=event.tech,
+        anonymous=event.anonymous,
+        contact=event.contact,
+        linked_to=numbering.linked_to,
+        reporters_count=numbering.reporters_count,
+    )
+    return ev.ReportReceived(envelope=envelope, body=body, submission_id=event.submission_id)
+
+
+def rejected(
+    event: ev.ReportSubmitted,
+    *,
+    reason_code: str,
+    message: str,
+    field: str | None,
+    now: datetime,
+    discriminator: str,
+    duplicate_of: str | None = None,
+) -> ev.ReportRejected:
+    """A ``ReportRejected``; ``discriminator`` (a digest of the submission) keeps its id deterministic."""
+    envelope = ev.Envelope.follow(
+        event.envelope,
+        event_type="ReportRejected",
+        producer=PRODUCER_INGEST,
+        actor=ev.Actor(kind=ev.ActorKind.SYSTEM, id="ingest"),
+        occurred_at=now,
+        discriminator=discriminator,
+    )
+    return ev.ReportRejected(
+        envelope=envelope,
+        submission_id=event.submission_id,
+        reason_code=reason_code,
+        field=field,
+        message=message,
+        duplicate_of=duplicate_of,
+    )
