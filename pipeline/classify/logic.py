@@ -291,7 +291,7 @@ def authorize(actor_kind: ActorKind, analyst_id: str | None) -> Actor:
     """The actor of an override: only a named analyst may reclassify (an auditor reads, never writes)."""
     if actor_kind != ActorKind.ANALYST:
         raise DomainError(
-            f"A {actor_kind} cannot override a classification; only an analyst can.",
+            f"The {actor_kind} role cannot override a classification; only an analyst can.",
             reason="not_an_analyst",
             field="actor",
         )
