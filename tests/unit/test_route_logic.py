@@ -253,7 +253,7 @@ def test_same_assessment_same_ids_and_different_assessment_different_ids() -> No
 def test_unreferred_report_with_contact_gets_follow_up_and_close(
     determination: ev.Determination, outcome: ev.Outcome, kind: ev.FollowUpKind, language: str, template: str
 ) -> None:
-    """An unreferred report whose reporter left contact details closes and is owed a follow-up in their language."""
+    """An unreferred report with contact details closes and is owed a follow-up in the reporter's language."""
     events = route(
         assessed(
             urls=(NL,),
