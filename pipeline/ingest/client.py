@@ -88,7 +88,7 @@ def produce_submitted(
         name(SUBMITTED, settings.topic_suffix),
         key=event.envelope.report_id.encode(),
         value=serde.encode(event),
-        headers=list(serde.headers_for(event)),  # type: ignore[arg-type] # the stubs want str | bytes | None
+        headers=list(serde.headers_for(event)),
         on_delivery=on_delivery,
     )
 

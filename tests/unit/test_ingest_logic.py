@@ -1,0 +1,285 @@
+"""The intake and ingest rules: validation, normalisation, incident splitting, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from pipeline import events as ev
+from pipeline.errors import DomainError
+from pipeline.ingest import logic
+
+T = ev.Technology
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def submitted(**report: Any) -> ev.ReportSubmitted:
+    report.setdefault("description", "I saw something")
+    report.setdefault("submission_id", "sub-1")
+    parsed = logic.parse_report(report)
+    return logic.to_submitted(parsed, channel=ev.Channel.WEB, now=NOW, contact=None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized", "host"),
+    [
+        ("HTTP://Example.COM/Path?q=1#frag", "http://example.com/Path?q=1", "example.com"),
+        ("example.com", "http://example.com/", "example.com"),
+        ("  https://example.com:443/a  ", "https://example.com/a", "example.com"),
+        ("http://example.com:8080/a", "http://example.com:8080/a", "example.com"),
+        ("http://Bücher.de/straße", "http://xn--bcher-kva.de/straße", "xn--bcher-kva.de"),
+        ("https://[2001:DB8::0001]:8443/x", "https://[2001:db8::1]:8443/x", "2001:db8::1"),
+        ("ftp://10.0.0.1:21/file", "ftp://10.0.0.1/file", "10.0.0.1"),
+        ("https://www.example.com.", "https://www.example.com/", "www.example.com"),
+        ("http://foo_bar.example.com", "http://foo_bar.example.com/", "foo_bar.example.com"),
+    ],
+)
+def test_url_normalisation(raw: str, normalized: str, host: str) -> None:
+    """Scheme and host are lower-cased, IDN hosts punycoded, default ports and fragments dropped, original kept."""
+    ref = logic.normalize_url(raw, "urls[0]")
+    assert (ref.normalized, ref.host, ref.original) == (normalized, host, raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "not a url",
+        "http://localhost/",
+        "https://a..b/",
+        "http://example.com:99999/",
+        "mailto:someone@example.com",
+        "javascript:alert(1)",
+        "data:image/png;base64,AAAA",
+        "http://999.1.1.1/",
+        "http://[::zz]/",
+        "gopher://example.com/",
+        "http://exa mple.com/",
+    ],
+)
+def test_invalid_urls_are_refused_naming_the_field(raw: str) -> None:
+    """An invalid URL raises a DomainError naming the field it came from."""
+    with pytest.raises(DomainError) as info:
+        logic.normalize_url(raw, "urls[3]")
+    assert info.value.field == "urls[3]"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("(416) 555-0199", "+14165550199"),
+        ("613.996.2345", "+16139962345"),
+        ("+44 20 7946 0958", "+442079460958"),
+        ("1-800-387-7962", "+18003877962"),
+    ],
+)
+def test_phone_to_e164(raw: str, expected: str) -> None:
+    """Phone numbers become E.164, read in Canada when they carry no country code."""
+    assert logic.normalize_phone(raw, "phones_reported[0]") == expected
+
+
+@pytest.mark.parametrize("raw", ["12", "call me", "+1 000 000 0000"])
+def test_invalid_phone_refused(raw: str) -> None:
+    """A string that is not a valid phone number is refused with its field."""
+    with pytest.raises(DomainError) as info:
+        logic.normalize_phone(raw, "phones_reported[1]")
+    assert info.value.field == "phones_reported[1]"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("Foo.Bar@EXAMPLE.com", "Foo.Bar@example.com"), (" x@y.ca", "x@y.ca")],
+)
+def test_email_normalised(raw: str, expected: str) -> None:
+    """E-mail addresses keep their local part and get a lower-case domain (no DNS lookup)."""
+    assert logic.normalize_email(raw.strip(), "e") == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("192.168.001.1", None), ("2001:DB8:0:0::1", "2001:db8::1"), ("8.8.8.8", "8.8.8.8")]
+)
+def test_ip_validation(raw: str, expected: str | None) -> None:
+    """IP addresses are validated by ipaddress and written compressed; leading zeros are refused."""
+    if expected is None:
+        with pytest.raises(DomainError):
+            logic.normalize_ip(raw, "ip_addresses[0]")
+    else:
+        assert logic.normalize_ip(raw, "ip_addresses[0]") == expected
+
+
+@pytest.mark.parametrize(
+    ("report", "technologies"),
+    [
+        ({}, {T.NON_INTERNET}),
+        ({"urls": ["example.com/a", "http://example.org/b"]}, {T.WEB_PAGE}),
+        ({"urls": ["example.com"], "emails_reported": ["a@b.com"]}, {T.WEB_PAGE, T.EMAIL}),
+        ({"urls": ["https://www.instagram.com/someone"]}, {T.SOCIAL_MEDIA}),
+        (
+            {"urls": ["https://discord.gg/abc", "https://t.me/chan", "https://roblox.com/u/1"]},
+            {T.SOCIAL_MEDIA, T.CHAT_IM, T.ONLINE_GAMING},
+        ),
+        ({"phones_reported": ["416-555-0199"]}, {T.PHONE_SMS}),
+        ({"tech": {"chat_client": "Kik"}}, {T.CHAT_IM}),
+        ({"tech": {"game": "Fortnite", "console": "PS5"}}, {T.ONLINE_GAMING}),
+        ({"tech": {"p2p_client": "eMule"}, "ip_addresses": ["1.2.3.4"]}, {T.PEER_TO_PEER}),
+        ({"tech": {"physical_location": "the park on Main St"}}, {T.NON_INTERNET}),
+        ({"usernames_reported": ["creep99"]}, {T.SOCIAL_MEDIA}),
+        ({"usernames_reported": ["creep99"], "tech": {"chat_client": "Kik"}}, {T.CHAT_IM}),
+        ({"ip_addresses": ["1.2.3.4"]}, {T.WEB_PAGE}),
+        (
+            {"suspect": {"emails": ["s@x.com"], "profile_urls": ["https://tiktok.com/@s"]}},
+            {T.EMAIL, T.SOCIAL_MEDIA},
+        ),
+    ],
+)
+def test_incident_split_by_technology(report: dict[str, Any], technologies: set[ev.Technology]) -> None:
+    """A report becomes one incident per technology it names."""
+    content = logic.normalized_content(submitted(**report))
+    assert {i.technology for i in content.incidents} == technologies
+    assert len(content.incidents) == len(technologies)
+
+
+def test_incident_contents_are_normalised_and_deduplicated() -> None:
+    """Each incident carries the normalised addresses of its technology, once each."""
+    content = logic.normalized_content(
+        submitted(
+            urls=["HTTP://Example.com/a#x", "http://example.com:80/a", "https://instagram.com/p"],
+            emails_reported=["A@Example.COM"],
+            suspect={"emails": ["A@example.com"], "phones": ["(416) 555-0199"]},
+            files=[
+                {
+                    "file_name": "x.jpg",
+                    "hashes": [{"hash_type": "md5", "value": "A" * 32}],
+                    "seen_at_url": "example.com/a",
+                }
+            ],
+        )
+    )
+    by_tech = {i.technology: i for i in content.incidents}
+    web = by_tech[T.WEB_PAGE]
+    assert [u.normalized for u in web.urls] == ["http://example.com/a"]
+    assert web.files[0].hashes[0].value == "a" * 32
+    assert web.files[0].seen_at_url == "http://example.com/a"
+    assert by_tech[T.EMAIL].emails == ("A@example.com",)
+    assert by_tech[T.PHONE_SMS].phones == ("+14165550199",)
+    assert [u.normalized for u in by_tech[T.SOCIAL_MEDIA].urls] == ["https://instagram.com/p"]
+    assert set(content.link_keys) == {
+        "url:http://example.com/a",
+        "url:https://instagram.com/p",
+        f"hash:md5:{'a' * 32}",
+    }
+
+
+def test_incident_ids_are_deterministic() -> None:
+    """The same report always yields the same incident ids (a replay emits identical events)."""
+    a = logic.normalized_content(submitted(urls=["example.com"]))
+    b = logic.normalized_content(submitted(urls=["example.com"]))
+    assert a.incidents[0].incident_id == b.incidents[0].incident_id
+
+
+def test_report_id_derives_from_submission_id() -> None:
+    """A resubmission (same submission id) has the same report id; another submission another id."""
+    assert logic.report_id_for("abc") == logic.report_id_for("abc")
+    assert logic.report_id_for("abc") != logic.report_id_for("abd")
+    assert submitted(submission_id="abc").envelope.report_id == logic.report_id_for("abc")
+
+
+@pytest.mark.parametrize(
+    ("report", "field", "reason"),
+    [
+        ({"category": "luring"}, "description", "missing_field"),
+        ({"description": "   "}, "description", "missing_field"),
+        ({"description": "x", "category": "spam"}, "category", "invalid_field"),
+        ({"description": "x", "urls": ["not a url"]}, "urls[0]", "invalid_field"),
+        ({"description": "x", "urls": "example.com"}, "urls", "invalid_field"),
+        ({"description": "x", "ip_addresses": ["1.2.3.4", "300.1.1.1"]}, "ip_addresses[1]", "invalid_field"),
+        ({"description": "x", "victim": {"age": "13"}}, "victim.age", "invalid_field"),
+        ({"description": "x", "victim": {"age": 200}}, "victim.age", "invalid_field"),
+        (
+            {"description": "x", "victim": {"location": {"province": "ZZ"}}},
+            "victim.location.province",
+            "invalid_field",
+        ),
+        ({"description": "x", "victim": {"shoe": 1}}, "victim.shoe", "invalid_field"),
+        ({"description": "x", "colour": "red"}, "colour", "invalid_field"),
+        ({"description": "x", "image": "abc"}, "image", "media_not_accepted"),
+        (
+            {"description": "x", "files": [{"file_name": "a", "attachment": "x"}]},
+            "files[0].attachment",
+            "media_not_accepted",
+        ),
+        ({"description": "data:image/png;base64,iVBOR"}, "description", "media_not_accepted"),
+        (
+            {"description": "x", "files": [{"hashes": [{"hash_type": "md5", "value": "xyz"}]}]},
+            "files[0].hashes[0]",
+            "invalid_field",
+        ),
+        ({"description": "x", "incident_time": "2026-01-01T10:00:00"}, "incident_time", "invalid_field"),
+        ({"description": "x", "contact": {"email": "nope"}}, "contact.email", "invalid_field"),
+        ({"description": "x", "contact": {"name": "Ann"}}, "contact", "invalid_field"),
+        (
+            {"description": "x", "anonymous": True, "contact": {"email": "a@b.ca"}},
+            "anonymous",
+            "invalid_field",
+        ),
+        ({"description": "x", "submission_id": "has spaces in it"}, "submission_id", "invalid_field"),
+        ({"description": "x" * (ev.MAX_DESCRIPTION + 1)}, "description", "too_long"),
+        ({"description": "x", "suspect": {"phones": ["12"]}}, "suspect.phones[0]", "invalid_field"),
+    ],
+)
+def test_bad_reports_name_the_field(report: dict[str, Any], field: str, reason: str) -> None:
+    """Every invalid report is one DomainError naming the offending field and a reason code."""
+    with pytest.raises(DomainError) as info:
+        logic.parse_report(report)
+    assert (info.value.field, info.value.reason) == (field, reason)
+
+
+def test_deep_nesting_refused() -> None:
+    """JSON nested deeper than 20 levels is refused before anything else looks at it."""
+    deep: Any = "x"
+    for _ in range(25):
+        deep = {"a": deep}
+    with pytest.raises(DomainError) as info:
+        logic.parse_report({"description": "x", "suspect": deep})
+    assert info.value.reason == "too_deep"
+
+
+def test_contact_is_kept_apart_and_anonymity_inferred() -> None:
+    """A contact is parsed (normalised) apart from the event fields; a report without one is anonymous."""
+    with_contact = logic.parse_report(
+        {"description": "x", "contact": {"email": "Me@Home.CA", "phone": "4165550199"}}
+    )
+    assert with_contact.contact == {"email": "Me@home.ca", "phone": "+14165550199"}
+    assert with_contact.anonymous is False
+    assert "contact" not in with_contact.fields
+    assert logic.parse_report({"description": "x"}).anonymous is True
+
+
+def test_check_submitted_refuses_a_report_id_not_derived_from_the_submission() -> None:
+    """An event whose report id is not derived from its submission id is refused (it would dodge dedup)."""
+    event = submitted()
+    forged = dataclasses.replace(
+        event, envelope=dataclasses.replace(event.envelope, report_id="00000000-0000-0000-0000-000000000000")
+    )
+    with pytest.raises(DomainError) as info:
+        logic.check_submitted(forged)
+    assert info.value.reason == "report_id_mismatch"
+
+
+def test_received_carries_numbering_and_is_deterministic() -> None:
+    """ReportReceived takes its number, time and link from the numbering; the same inputs give the same event."""
+    event = submitted(urls=["example.com"])
+    content = logic.normalized_content(event)
+    numbering = logic.Numbering(
+        report_number="CT-2026-000007", received_at=NOW, linked_to=None, reporters_count=1
+    )
+    a = logic.received(event, content, numbering)
+    b = logic.received(event, content, numbering)
+    assert a == b
+    assert a.body.report_number == "CT-2026-000007"
+    assert a.envelope.causation_id == event.envelope.event_id
+    assert a.envelope.report_id == event.envelope.report_id
+    assert logic.report_number(123, NOW) == "CT-2026-000123"
