@@ -91,7 +91,7 @@ KNOWN = frozenset({logic.hash_key(HashType.MD5, KNOWN_MD5)})
     ],
 )
 def test_preassess_decides_only_clear_cases(case: str, event: object, expected: Determination | None) -> None:
-    """Known hashes are potentially illegal, empty unclassifiable reports informational, the rest go to a person."""
+    """Known hashes: potentially illegal; empty unclassifiable reports: informational; the rest: a person."""
     result = logic.preassess(event, KNOWN)  # type: ignore[arg-type]
     assert (result.determination if result else None) is expected, case
 

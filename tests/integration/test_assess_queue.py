@@ -1,0 +1,319 @@
+"""The analysts' queue against the real PostgreSQL and Kafka: claims, expiry, decisions, supersession."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pipeline.assess import logic, queue
+from pipeline.db import connect
+from pipeline.errors import ServiceError
+from pipeline.events import ActorKind, Determination, HashType, ReportAssessed, ReportClassified
+from pipeline.settings import Settings
+from pipeline.topics import ASSESSED
+from tests.integration.harness import consume
+from tests.unit.test_assess_support import classified
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def conn(settings: Settings) -> Iterator[Any]:
+    with connect(settings) as c:
+        yield c
+
+
+@pytest.fixture
+def publisher(settings: Settings, make_topics: Callable[..., list[str]]) -> Iterator[queue.Publisher]:
+    make_topics(ASSESSED)
+    pub = queue.Publisher(settings)
+    yield pub
+    pub.close()
+
+
+def enqueue(conn: Any, settings: Settings, *events: ReportClassified) -> list[ReportAssessed]:
+    out: list[ReportAssessed] = []
+    with conn.transaction():
+        for ev in events:
+            out.extend(queue.enqueue_classified(conn, settings.topic_suffix, ev, NOW))
+    return out
+
+
+def request(report: str, analyst: str, determination: Determination, **kw: Any) -> queue.DecisionRequest:
+    return queue.DecisionRequest(
+        report=report,
+        actor=logic.analyst_actor(analyst),
+        claim_owner=analyst,
+        determination=determination,
+        **kw,
+    )
+
+
+def test_concurrent_analysts_never_claim_the_same_report(settings: Settings) -> None:
+    """Twenty analysts claiming at the same instant each get a different report, in urgency order."""
+    reports = [classified(level=1 + i % 4, arrival_seq=i) for i in range(20)]
+    with connect(settings) as c:
+        enqueue(c, settings, *reports)
+    barrier = threading.Barrier(20)
+    got: dict[str, str | None] = {}
+    errors: list[BaseException] = []
+
+    def analyst(i: int) -> None:
+        try:
+            with connect(settings) as c:
+                barrier.wait(10)
+                item = queue.claim_next(c, settings.topic_suffix, f"analyst{i}", now=NOW)
+                got[f"analyst{i}"] = item.report_id if item else None
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=analyst, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    claimed = [r for r in got.values() if r is not None]
+    assert len(claimed) == 20
+    assert len(set(claimed)) == 20
+    assert set(claimed) == {r.envelope.report_id for r in reports}
+
+
+def test_two_analysts_working_through_the_queue_decide_each_report_once(
+    settings: Settings, publisher: queue.Publisher
+) -> None:
+    """Two analysts claiming and deciding in a loop decide every report exactly once, most urgent first."""
+    reports = [classified(level=1 + i % 4, arrival_seq=i) for i in range(30)]
+    with connect(settings) as c:
+        enqueue(c, settings, *reports)
+    decided: dict[str, list[tuple[int, int]]] = {"ana": [], "bob": []}
+    errors: list[BaseException] = []
+
+    def work(who: str) -> None:
+        pub = queue.Publisher(settings)
+        try:
+            with connect(settings) as c:
+                while (item := queue.claim_next(c, settings.topic_suffix, who, now=NOW)) is not None:
+                    queue.record_decision(
+                        c,
+                        pub.publish,
+                        settings.topic_suffix,
+                        request(item.report_id, who, Determination.NOT_ILLEGAL),
+                        now=NOW,
+                    )
+                    decided[who].append((item.level, item.arrival_seq))
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+        finally:
+            pub.close()
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in decided]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    all_decided = decided["ana"] + decided["bob"]
+    assert len(all_decided) == 30
+    assert len(set(all_decided)) == 30
+    for mine in decided.values():
+        assert mine == sorted(mine)  # each analyst took reports in (level, arrival) order
+    got = consume(settings, ASSESSED, count=30, timeout=60, settle=1.0)
+    events = got.events
+    assert len(events) == 30
+    assert Counter(e.envelope.actor.id for e in events) == Counter(
+        {"analyst:ana": len(decided["ana"]), "analyst:bob": len(decided["bob"])}
+    )
+
+
+def test_an_abandoned_claim_expires_and_becomes_claimable(conn: Any, settings: Settings) -> None:
+    """A claim not decided within its time-to-live is taken by the next analyst; before that it is not."""
+    report = classified()
+    enqueue(conn, settings, report)
+    ns = settings.topic_suffix
+    ttl = timedelta(minutes=15)
+    first = queue.claim_next(conn, ns, "ana", now=NOW, ttl=ttl)
+    assert first is not None
+    assert first.report_id == report.envelope.report_id
+    assert queue.claim_next(conn, ns, "bob", now=NOW + timedelta(minutes=14), ttl=ttl) is None
+    assert queue.open_count(conn, ns, NOW + timedelta(minutes=14)) == 0
+    again = queue.claim_next(conn, ns, "bob", now=NOW + timedelta(minutes=16), ttl=ttl)
+    assert again is not None
+    assert again.report_id == report.envelope.report_id
+    assert again.claimed_by == "bob"
+    # ana's claim is gone: she can no longer decide it while bob's claim runs.
+    with pytest.raises(queue.QueueError, match="claimed by bob"):
+        queue.record_decision(
+            conn,
+            lambda _e: pytest.fail("nothing may be produced"),
+            ns,
+            request(report.body.report_number, "ana", Determination.NOT_ILLEGAL),
+            now=NOW + timedelta(minutes=17),
+        )
+
+
+def test_an_analyst_asking_again_gets_the_report_they_already_hold(conn: Any, settings: Settings) -> None:
+    """Claiming twice returns the held report (with its claim extended) rather than a second one."""
+    a, b = classified(arrival_seq=1), classified(arrival_seq=2)
+    enqueue(conn, settings, a, b)
+    ns = settings.topic_suffix
+    first = queue.claim_next(conn, ns, "ana", now=NOW)
+    second = queue.claim_next(conn, ns, "ana", now=NOW + timedelta(minutes=5))
+    assert first is not None
+    assert second is not None
+    assert second.report_id == first.report_id == a.envelope.report_id
+    assert second.claim_expires_at == NOW + timedelta(minutes=20)
+
+
+@pytest.mark.parametrize("case", ["unknown", "claimed_by_other", "already_decided"])
+def test_bad_decisions_are_refused_before_anything_is_produced(
+    conn: Any, settings: Settings, case: str
+) -> None:
+    """Unknown report, someone else's claim, or an unrevised second decision: one error, nothing written."""
+    ns = settings.topic_suffix
+    report = classified()
+    enqueue(conn, settings, report)
+    produced: list[ReportAssessed] = []
+    rid = report.envelope.report_id
+    if case == "claimed_by_other":
+        queue.claim_next(conn, ns, "bob", now=NOW)
+    if case == "already_decided":
+        queue.record_decision(
+            conn, produced.append, ns, request(rid, "bob", Determination.NOT_ILLEGAL), now=NOW
+        )
+    before = queue.find(conn, ns, rid)
+    target = "CT-nope" if case == "unknown" else rid
+    messages = {
+        "unknown": "No report 'CT-nope' is in the analysts' queue",
+        "claimed_by_other": "claimed by bob",
+        "already_decided": "already decided by analyst:bob; pass --revise",
+    }
+    with pytest.raises(queue.QueueError, match=messages[case]):
+        queue.record_decision(
+            conn, produced.append, ns, request(target, "ana", Determination.POTENTIALLY_ILLEGAL), now=NOW
+        )
+    assert len(produced) == (1 if case == "already_decided" else 0)
+    assert queue.find(conn, ns, rid) == before
+
+
+def test_a_failed_produce_leaves_the_row_unchanged(conn: Any, settings: Settings) -> None:
+    """When the broker does not acknowledge, the queue row stays claimed and no decision is recorded."""
+    ns = settings.topic_suffix
+    report = classified()
+    enqueue(conn, settings, report)
+    queue.claim_next(conn, ns, "ana", now=NOW)
+
+    def broker_down(_event: ReportAssessed) -> None:
+        raise ServiceError("Kafka did not acknowledge the determination; nothing was recorded.")
+
+    with pytest.raises(ServiceError):
+        queue.record_decision(
+            conn,
+            broker_down,
+            ns,
+            request(report.envelope.report_id, "ana", Determination.NOT_ILLEGAL),
+            now=NOW,
+        )
+    item = queue.find(conn, ns, report.envelope.report_id)
+    assert item is not None
+    assert item.status == "claimed"
+    assert item.claimed_by == "ana"
+    assert item.history == ()
+
+
+def test_a_later_decision_supersedes_and_both_events_stay(
+    conn: Any, settings: Settings, publisher: queue.Publisher
+) -> None:
+    """A revised determination is a new event pointing at the earlier one; both are on the topic."""
+    ns = settings.topic_suffix
+    report = classified(with_contact=True)
+    enqueue(conn, settings, report)
+    number = report.body.report_number
+    first = queue.record_decision(
+        conn,
+        publisher.publish,
+        ns,
+        request(number, "ana", Determination.NOT_ILLEGAL, note="adult content"),
+        now=NOW,
+    )
+    second = queue.record_decision(
+        conn,
+        publisher.publish,
+        ns,
+        request(
+            number,
+            "bob",
+            Determination.POTENTIALLY_ILLEGAL,
+            child_may_need_protection=True,
+            revise=True,
+        ),
+        now=NOW + timedelta(hours=1),
+    )
+    got = consume(settings, ASSESSED, count=2, timeout=60, settle=1.0).events
+    assert [e.envelope.event_id for e in got] == [first.envelope.event_id, second.envelope.event_id]
+    old, new = got
+    assert old.supersedes is None
+    assert old.determination is Determination.NOT_ILLEGAL
+    assert old.envelope.actor.id == "analyst:ana"
+    assert new.supersedes == old.envelope.event_id
+    assert new.determination is Determination.POTENTIALLY_ILLEGAL
+    assert new.child_may_need_protection is True
+    assert new.envelope.actor.kind is ActorKind.ANALYST
+    assert new.envelope.actor.id == "analyst:bob"
+    # The contact travels on encrypted for step 7's follow-up, though analysts never see it.
+    assert new.body.contact == report.body.contact
+    item = queue.find(conn, ns, number)
+    assert item is not None
+    assert item.classified.body.contact is None
+    assert item.reporter_left_contact is True
+    assert [d.assessment_event_id for d in item.history] == [old.envelope.event_id, new.envelope.event_id]
+    assert item.determination == "potentially_illegal"
+
+
+def test_enqueue_is_idempotent_and_a_newer_classification_keeps_the_claim(
+    conn: Any, settings: Settings
+) -> None:
+    """A replay changes nothing; an override re-levels the single row but keeps the analyst's claim."""
+    ns = settings.topic_suffix
+    report = classified(level=3, arrival_seq=5)
+    enqueue(conn, settings, report)
+    enqueue(conn, settings, report)
+    queue.claim_next(conn, ns, "ana", now=NOW)
+    override = classified(
+        report_id=report.envelope.report_id, level=1, arrival_seq=5, supersedes=report.envelope.event_id
+    )
+    enqueue(conn, settings, override)
+    enqueue(conn, settings, report)  # the older classification replayed late: stale, ignored
+    rows = conn.execute(
+        "SELECT count(*), max(level), max(classification_event_id) FROM assess_queue "
+        "WHERE namespace = %s AND report_id = %s",
+        (ns, report.envelope.report_id),
+    ).fetchone()
+    assert rows == (1, 1, override.envelope.event_id)
+    item = queue.find(conn, ns, report.envelope.report_id)
+    assert item is not None
+    assert item.status == "claimed"
+    assert item.claimed_by == "ana"
+    assert item.level == 1
+
+
+def test_automated_assessment_is_replayed_identically(conn: Any, settings: Settings) -> None:
+    """A known-hash report is decided automatically once; handling it again returns the same event."""
+    digest = uuid.uuid4().hex  # a fresh fake md5 so no other test's list interferes
+    queue.load_known_hashes(conn, [logic.hash_key(HashType.MD5, digest)], source="test")
+    report = classified(hashes=((HashType.MD5, digest.upper()),))
+    (first,) = enqueue(conn, settings, report)
+    (again,) = enqueue(conn, settings, report)
+    assert first == again
+    assert first.determination is Determination.POTENTIALLY_ILLEGAL
+    assert first.envelope.actor.kind is ActorKind.AUTOMATED
+    item = queue.find(conn, settings.topic_suffix, report.envelope.report_id)
+    assert item is not None
+    assert item.status == "decided"
+    assert queue.claim_next(conn, settings.topic_suffix, "ana", now=NOW) is None
