@@ -81,7 +81,8 @@ def _replayed(db: Any, assessed: ReportAssessed) -> list[RouteEvent]:
         ),
         (assessed.envelope.report_id, assessed.envelope.event_id),
     ).fetchall()
-    return [serde.decode(bytes(row[0])) for row in rows]  # type: ignore[misc]
+    stored = [serde.decode(bytes(row[0])) for row in rows]
+    return [e for e in stored if isinstance(e, ReportReferred | FollowUpRequested | ReportClosed)]
 
 
 def _claim(db: Any, assessed: ReportAssessed, seq: int, event: RouteEvent) -> bool:
