@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def tables() -> Tables:
     return load_tables()
 
 
-def _with_body(event: ReportPrioritized, **changes: object) -> ReportPrioritized:
+def _with_body(event: ReportPrioritized, **changes: Any) -> ReportPrioritized:
     return replace(event, body=replace(event.body, **changes))
 
 
