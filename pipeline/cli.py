@@ -33,6 +33,7 @@ app.add_typer(topics_app, name="topics")
 def _mount_step_commands() -> None:
     """Each part's own sub-commands live beside its code; they are mounted here, one line each."""
     # --- step sub-commands (one line per part; keep sorted) ---
+    app.add_typer(__import__("pipeline.route.cli", fromlist=["app"]).app, name="route")
     app.add_typer(__import__("pipeline.classify.cli", fromlist=["app"]).app, name="classify")
     app.add_typer(__import__("pipeline.assess.cli", fromlist=["app"]).app, name="analyst")
     __import__("pipeline.ingest.cli", fromlist=["mount"]).mount(app)

@@ -71,7 +71,7 @@ def load_tables(folder: Path | None = None) -> Tables:
     """Read the three routing tables from ``folder`` (files missing there come from the packaged data)."""
     if folder is not None and not folder.is_dir():
         raise ConfigError(
-            f"TIPLINE_ROUTE_TABLES={str(folder)!r} is not a folder; point it at a folder of CSV tables."
+            f"routing tables folder {str(folder)!r} (TIPLINE_ROUTE_TABLES) is not a folder of CSV files."
         )
     provinces, national = _jurisdictions(_pick(folder, JURISDICTIONS_FILE))
     return Tables(

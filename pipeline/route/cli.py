@@ -1,0 +1,97 @@
+"""`tipline route ...`: check the routing tables an operator supplies, and see where a host would go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import bootstrap
+from pipeline.route.resolve import Resolver, SocketResolver, demo_resolver, locate
+from pipeline.route.tables import Tables, load_tables
+from pipeline.route.templates import check_templates
+
+app = typer.Typer(help="Step 7: routing tables and jurisdiction of hosts.", no_args_is_help=True)
+console = Console()
+
+TablesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tables", help="A folder of routing tables (default: TIPLINE_ROUTE_TABLES, else the packaged)."
+    ),
+]
+
+
+def _tables(folder: Path | None) -> Tables:
+    return load_tables(folder if folder is not None else bootstrap.settings().route_tables)
+
+
+@app.command("tables")
+def tables_command(tables: TablesOption = None) -> None:
+    """Load and check the routing tables; print every recipient with its verified flag and source."""
+    loaded = _tables(tables)
+    check_templates()
+    out = Table(title="Routing tables")
+    for col in ("jurisdiction", "kind", "recipient", "verified", "source"):
+        out.add_column(col)
+    out.add_row(
+        "CA",
+        "police (national default)",
+        loaded.national_default.name,
+        _yes(loaded.national_default.verified),
+        loaded.national_default.source,
+    )
+    for code, row in sorted(loaded.provinces.items()):
+        out.add_row(code, "police", row.police.name, _yes(row.police.verified), row.police.source)
+        if row.child_protection is not None:
+            cp = row.child_protection
+            out.add_row(code, "child protection", cp.name, _yes(cp.verified), cp.source)
+    for country, hotline in sorted(loaded.hotlines.items()):
+        out.add_row(country, "INHOPE hotline", hotline.name, _yes(hotline.verified), hotline.source)
+    out.add_row(
+        "*", "no hotline", loaded.interpol.name, _yes(loaded.interpol.verified), loaded.interpol.source
+    )
+    console.print(out)
+    unverified = sum(
+        not a.verified
+        for a in (
+            *(p.police for p in loaded.provinces.values()),
+            *(p.child_protection for p in loaded.provinces.values() if p.child_protection is not None),
+            *loaded.hotlines.values(),
+        )
+    )
+    console.print(f"Tables are valid; {unverified} row(s) are marked unverified.")
+
+
+@app.command("locate")
+def locate_command(
+    hosts: Annotated[list[str], typer.Argument(help="Host names or IP addresses.")],
+    demo: Annotated[
+        bool, typer.Option(help="Use the demo host table instead of the system resolver.")
+    ] = False,
+    tables: TablesOption = None,
+) -> None:
+    """Say which country each host is in and which recipient its content would go to."""
+    loaded = _tables(tables)
+    resolver: Resolver = demo_resolver() if demo else SocketResolver()
+    for host in hosts:
+        where = locate(host, resolver)
+        if where.country is None:
+            console.print(f"{host}: {where.problem} -> {loaded.national_default.name}", highlight=False)
+        elif where.country == "CA":
+            console.print(
+                f"{host}: CA ({where.address}) -> police of the province, else "
+                f"{loaded.national_default.name}",
+                highlight=False,
+            )
+        else:
+            hotline = loaded.hotlines.get(where.country)
+            to = hotline.name if hotline else loaded.interpol.name
+            console.print(f"{host}: {where.country} ({where.address}) -> {to}", highlight=False)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
