@@ -1,6 +1,11 @@
 """Benchmark: decode + encode round trips per second of a typical ReportClassified, on one core.
 
 Run: ``.venv/bin/python scripts/bench_serde.py``. Prints figures; asserts nothing (not a timed test).
+
+The last line is fastavro's own read+write of the same record, without any dataclass conversion: the
+ceiling for serde as long as fastavro writes the body. On the 2-core AMD EPYC VM this was written on
+(Dec 2026, under load from parallel test runs) it printed about 3,000-5,000 /s, and serde's
+decode+encode about 2,600-3,800 /s: the conversion costs roughly a fifth, fastavro the rest.
 """
 
 from __future__ import annotations
