@@ -7,6 +7,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 
+import structlog.testing
+
 from pipeline import db, serde
 from pipeline import events as ev
 from pipeline.route import stage as route_stage
@@ -161,3 +163,18 @@ def test_a_record_that_is_not_an_assessment_is_dead_lettered(
     reasons = sorted(dict(m.headers())["dlq.reason"].decode() for m in dead.messages)
     assert "unexpected_event_type" in reasons
     assert len(reasons) == 2
+
+
+def test_the_stage_logs_no_url_host_or_contact(settings: Settings) -> None:
+    """The stage logs recipients and counts, never a URL, a host name or the encrypted contact."""
+    handle = _spec(settings).handle
+    referred = assessed(urls=(CA, NL, RU), suspect=ev.Location(province="ON"))
+    followed = assessed(determination=ev.Determination.INFORMATIONAL, contact=CONTACT, anonymous=False)
+    with structlog.testing.capture_logs() as logs, db.connect(settings) as conn:
+        for event in (referred, followed):
+            with conn.transaction():
+                handle(event, Context(settings, conn))
+    assert {entry["event"] for entry in logs} >= {"report_referred", "report_closed", "follow_up_requested"}
+    text = repr(logs)
+    for secret in ("ca-host", "nl-host", "ru-host", "https://", "http://", "ciphertext"):
+        assert secret not in text
