@@ -38,7 +38,7 @@ def submitted(**report: Any) -> ev.ReportSubmitted:
     ],
 )
 def test_url_normalisation(raw: str, normalized: str, host: str) -> None:
-    """Scheme and host are lower-cased, IDN hosts punycoded, default ports and fragments dropped, original kept."""
+    """Scheme and host lower-cased, IDN host punycoded, default port and fragment dropped, original kept."""
     ref = logic.normalize_url(raw, "urls[0]")
     assert (ref.normalized, ref.host, ref.original) == (normalized, host, raw)
 
@@ -270,7 +270,7 @@ def test_check_submitted_refuses_a_report_id_not_derived_from_the_submission() -
 
 
 def test_received_carries_numbering_and_is_deterministic() -> None:
-    """ReportReceived takes its number, time and link from the numbering; the same inputs give the same event."""
+    """ReportReceived takes number, time and link from the numbering; same inputs, same event."""
     event = submitted(urls=["example.com"])
     content = logic.normalized_content(event)
     numbering = logic.Numbering(

@@ -1,0 +1,205 @@
+"""The HTTP intake against the real broker and database: 202 only once stored, every bad body a 4xx."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline import events as ev
+from pipeline.ingest import logic
+from pipeline.ingest.http import MAX_BODY_BYTES, create_app
+from pipeline.ingest.stage import spec
+from pipeline.settings import Settings
+from pipeline.topics import RECEIVED, SUBMITTED, dead_letter
+from tests.integration.harness import StageThread, consume
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture
+def http(settings: Settings, make_topics: Callable[..., list[str]]) -> Iterator[TestClient]:
+    make_topics(SUBMITTED, RECEIVED, dead_letter("ingest"))
+    with TestClient(create_app(settings), raise_server_exceptions=True) as client:
+        yield client
+
+
+def _deep(depth: int) -> str:
+    return '{"description": "x", "suspect": ' + '{"names": ' * 0 + "[" * depth + "]" * depth + "}"
+
+
+BAD_BODIES: list[tuple[str, bytes, dict[str, str], int, str | None, str]] = [
+    ("missing description", b'{"category": "luring"}', JSON, 422, "description", "missing_field"),
+    (
+        "category outside the list",
+        b'{"description": "x", "category": "spam"}',
+        JSON,
+        422,
+        "category",
+        "invalid_field",
+    ),
+    (
+        "invalid URL",
+        b'{"description": "x", "urls": ["http://exa mple.com"]}',
+        JSON,
+        422,
+        "urls[0]",
+        "invalid_field",
+    ),
+    (
+        "invalid IP",
+        b'{"description": "x", "ip_addresses": ["10.0.0.256"]}',
+        JSON,
+        422,
+        "ip_addresses[0]",
+        "invalid_field",
+    ),
+    (
+        "invalid phone",
+        b'{"description": "x", "phones_reported": ["12"]}',
+        JSON,
+        422,
+        "phones_reported[0]",
+        "invalid_field",
+    ),
+    ("unknown field", b'{"description": "x", "colour": "red"}', JSON, 422, "colour", "invalid_field"),
+    ("wrong type", b'{"description": 12}', JSON, 422, "description", "invalid_field"),
+    ("top level not an object", b'["description"]', JSON, 422, "(body)", "invalid_field"),
+    ("too large", b'{"description": "' + b"x" * MAX_BODY_BYTES + b'"}', JSON, 413, "(body)", "too_large"),
+    ("not UTF-8", b'{"description": "caf\xe9"}', JSON, 400, "(body)", "not_utf8"),
+    ("not JSON", b"description=hello", JSON, 400, "(body)", "not_json"),
+    ("empty body", b"", JSON, 400, "(body)", "not_json"),
+    ("NaN", b'{"description": "x", "victim": {"age": NaN}}', JSON, 400, "(body)", "not_json"),
+    ("nested 25 deep", _deep(25).encode(), JSON, 422, "(body)", "too_deep"),
+    ("nested 100000 deep", _deep(100_000).encode(), JSON, 422, "(body)", "too_deep"),
+    (
+        "multipart upload",
+        b"--b\r\nContent-Disposition: form-data; name=file\r\n\r\nxx\r\n--b--\r\n",
+        {"content-type": "multipart/form-data; boundary=b"},
+        415,
+        "(body)",
+        "media_not_accepted",
+    ),
+    (
+        "form encoded",
+        b"description=x",
+        {"content-type": "application/x-www-form-urlencoded"},
+        415,
+        None,
+        "unsupported_media_type",
+    ),
+    ("no content type", b'{"description": "x"}', {}, 415, None, "unsupported_media_type"),
+    (
+        "image field",
+        b'{"description": "x", "image": "iVBORw0KGgo="}',
+        JSON,
+        422,
+        "image",
+        "media_not_accepted",
+    ),
+    (
+        "attachment inside files",
+        b'{"description": "x", "files": [{"attachment": "AAAA"}]}',
+        JSON,
+        422,
+        "files[0].attachment",
+        "media_not_accepted",
+    ),
+    (
+        "data URI",
+        b'{"description": "x", "urls": ["data:image/jpeg;base64,/9j/4AAQ"]}',
+        JSON,
+        422,
+        "urls[0]",
+        "media_not_accepted",
+    ),
+    (
+        "anonymous with contact",
+        b'{"description": "x", "anonymous": true, "contact": {"email": "a@b.ca"}}',
+        JSON,
+        422,
+        "anonymous",
+        "invalid_field",
+    ),
+    (
+        "bad contact e-mail",
+        b'{"description": "x", "contact": {"email": "not-an-address"}}',
+        JSON,
+        422,
+        "contact.email",
+        "invalid_field",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "field", "reason"),
+    [pytest.param(*case[1:], id=case[0]) for case in BAD_BODIES],
+)
+def test_bad_bodies_get_one_clear_4xx(  # noqa: PLR0917 - the parameters of one table row
+    http: TestClient, body: bytes, headers: dict[str, str], status: int, field: str | None, reason: str
+) -> None:
+    """Each kind of bad input gets its 4xx with a JSON body naming the field, never a 5xx."""
+    response = http.post("/v1/reports", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert payload["field"] == field
+    assert payload["reason"] == reason
+    assert isinstance(payload["error"], str)
+    assert payload["error"]
+
+
+def test_wrong_method_and_path_answer_json_4xx(http: TestClient) -> None:
+    """Unknown paths and methods get a JSON error too, in the same shape."""
+    for response in (http.get("/v1/reports"), http.post("/v1/nothing", json={})):
+        assert 400 <= response.status_code < 500
+        assert set(response.json()) == {"error", "field", "reason"}
+
+
+def test_health(http: TestClient) -> None:
+    """The health endpoint answers 200 once the producer is up."""
+    response = http.get("/v1/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_accepted_report_is_on_the_topic_and_received(http: TestClient, settings: Settings) -> None:
+    """A 202 means the event is on the submitted topic; ingest then numbers and splits it."""
+    submission_id = str(uuid.uuid4())
+    body: dict[str, Any] = {
+        "submission_id": submission_id,
+        "category": "luring",
+        "description": "An adult asked a 13-year-old for pictures",
+        "urls": ["https://www.Instagram.com/someone", f"http://example.com/{uuid.uuid4().hex}"],
+        "emails_reported": ["Someone@Example.com"],
+        "victim": {"age": 13, "location": {"province": "on"}},
+    }
+    response = http.post("/v1/reports", content=json.dumps(body), headers=JSON)
+    assert response.status_code == 202, response.text
+    receipt = response.json()
+    assert set(receipt) == {"report_id", "submission_id", "reference"}
+    assert receipt["report_id"] == logic.report_id_for(submission_id)
+    assert receipt["reference"] == logic.reference_for(receipt["report_id"])
+
+    (submitted,) = consume(settings, SUBMITTED, count=1, timeout=10).events
+    assert isinstance(submitted, ev.ReportSubmitted)
+    assert submitted.channel == ev.Channel.WEB
+    assert submitted.envelope.report_id == receipt["report_id"]
+
+    with StageThread(spec(settings), settings):
+        (received,) = consume(settings, RECEIVED, count=1, timeout=30).events
+    assert isinstance(received, ev.ReportReceived)
+    assert received.body.report_number.startswith(f"CT-{received.body.received_at.year}-")
+    assert {i.technology for i in received.body.incidents} == {
+        ev.Technology.SOCIAL_MEDIA,
+        ev.Technology.WEB_PAGE,
+        ev.Technology.EMAIL,
+    }
+    assert received.body.victim is not None
+    assert received.body.victim.location is not None
+    assert received.body.victim.location.province == "ON"
+    assert received.body.anonymous is True
