@@ -1,0 +1,288 @@
+"""The ingest step end to end on the real broker and database: ways in, duplicates, links, privacy."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import structlog.testing
+from fastapi.testclient import TestClient
+
+from pipeline import db, serde
+from pipeline import events as ev
+from pipeline.ingest import client, crypto, logic
+from pipeline.ingest.http import create_app
+from pipeline.ingest.stage import spec
+from pipeline.logging import redact
+from pipeline.settings import Settings
+from pipeline.topics import RECEIVED, SUBMITTED, dead_letter
+from tests.integration.harness import StageThread, consume, produce, produce_raw
+
+DLQ = dead_letter("ingest")
+
+
+@pytest.fixture
+def topics(make_topics: Callable[..., list[str]]) -> None:
+    make_topics(SUBMITTED, RECEIVED, DLQ)
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "TIPLINE_TOPIC_SUFFIX": settings.topic_suffix}
+
+
+def _received(events: list[Any]) -> dict[str, ev.ReportReceived]:
+    return {e.envelope.report_id: e for e in events if isinstance(e, ev.ReportReceived)}
+
+
+def test_three_ways_in_reach_the_received_topic(settings: Settings, topics: None) -> None:
+    """The HTTP endpoint, the phone CLI and an intake system's client each end as one ReportReceived."""
+    tag = uuid.uuid4().hex
+    with TestClient(create_app(settings)) as http:
+        web = http.post("/v1/reports", json={"description": "web report", "urls": [f"example.com/{tag}/w"]})
+    assert web.status_code == 202
+    phone = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "intake",
+            "phone",
+            "--category",
+            "luring",
+            "--description",
+            "phone report",
+            "--url",
+            f"https://example.com/{tag}/p",
+            "--victim-age",
+            "13",
+            "--province",
+            "ON",
+            "--anonymous",
+            "--yes",
+        ],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert phone.returncode == 0, phone.stderr
+    assert "Reference: TIP-" in phone.stdout
+    api = client.submit_report(
+        settings,
+        {"description": "intake system report", "intake_system": "isp-x", "ip_addresses": ["203.0.113.9"]},
+    )
+    with StageThread(spec(settings), settings):
+        got = _received(consume(settings, RECEIVED, count=3, timeout=60).events)
+    channels = {r.body.channel for r in got.values()}
+    assert channels == {ev.Channel.WEB, ev.Channel.PHONE, ev.Channel.API}
+    assert web.json()["report_id"] in got
+    assert api.report_id in got
+    phone_report = next(r for r in got.values() if r.body.channel == ev.Channel.PHONE)
+    assert phone_report.body.reporter_category == ev.Category.LURING
+    assert phone_report.body.victim is not None
+    assert phone_report.body.victim.age == 13
+    assert len({r.body.report_number for r in got.values()}) == 3
+
+
+def test_phone_cli_refuses_bad_input_with_one_sentence(settings: Settings, topics: None) -> None:
+    """A bad value at the phone line is one sentence at the terminal and a non-zero exit, no trace."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "intake",
+            "phone",
+            "--description",
+            "x",
+            "--url",
+            "not a url",
+            "--anonymous",
+            "--yes",
+        ],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "urls[0]" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_resubmission_never_makes_a_second_report(settings: Settings, topics: None) -> None:
+    """The same submission id sent twice is one ReportReceived and one duplicate_submission rejection."""
+    sid = str(uuid.uuid4())
+    first = client.submit_report(settings, {"submission_id": sid, "description": "first"})
+    second = client.submit_report(settings, {"submission_id": sid, "description": "first, sent again"})
+    assert first.report_id == second.report_id
+    with StageThread(spec(settings), settings):
+        events = consume(settings, RECEIVED, count=2, timeout=60, settle=1.0).events
+    assert len(events) == 2
+    received = [e for e in events if isinstance(e, ev.ReportReceived)]
+    rejected = [e for e in events if isinstance(e, ev.ReportRejected)]
+    assert len(received) == 1
+    assert len(rejected) == 1
+    assert received[0].body.description == "first"
+    assert rejected[0].reason_code == "duplicate_submission"
+    assert rejected[0].duplicate_of == first.report_id
+    assert rejected[0].field == "submission_id"
+
+
+def test_redelivered_record_yields_the_same_event(settings: Settings, topics: None) -> None:
+    """A record handled again (as after a crash) re-emits the identical event: same id, number and time."""
+    parsed = logic.parse_report({"description": "replayed", "urls": [f"example.com/{uuid.uuid4().hex}"]})
+    event = logic.to_submitted(parsed, channel=ev.Channel.API, now=client.now_ms(), contact=None)
+    produce(settings, SUBMITTED, [event, event])
+    with StageThread(spec(settings), settings):
+        a, b = consume(settings, RECEIVED, count=2, timeout=60).events
+    assert a == b
+
+
+def test_duplicate_urls_and_hashes_link_reports(settings: Settings, topics: None) -> None:
+    """Reports sharing a normalised URL or a file hash link to the earliest, counting reporters so far."""
+    tag = uuid.uuid4().hex
+    digest = uuid.uuid4().hex + uuid.uuid4().hex  # 64 hex digits: a SHA-256
+    reports = [
+        {"description": "a", "urls": [f"http://Shared-{tag}.example.com/page#top"]},
+        {"description": "b", "urls": [f"shared-{tag}.example.com/page"]},
+        {"description": "c", "urls": [f"HTTP://shared-{tag}.EXAMPLE.com:80/page"]},
+        {"description": "d", "urls": [f"http://other-{tag}.example.com/"]},
+        {"description": "e", "files": [{"hashes": [{"hash_type": "sha256", "value": digest}]}]},
+        {"description": "f", "files": [{"hashes": [{"hash_type": "sha256", "value": digest.upper()}]}]},
+    ]
+    ids = [client.submit_report(settings, r).report_id for r in reports]
+    with StageThread(spec(settings), settings):
+        got = _received(consume(settings, RECEIVED, count=len(reports), timeout=60).events)
+    shared = sorted((got[i] for i in ids[:3]), key=lambda r: r.body.report_number)
+    anchor = shared[0]
+    assert (anchor.body.linked_to, anchor.body.reporters_count) == (None, 1)
+    assert [(r.body.linked_to, r.body.reporters_count) for r in shared[1:]] == [
+        (anchor.envelope.report_id, 2),
+        (anchor.envelope.report_id, 3),
+    ]
+    assert (got[ids[3]].body.linked_to, got[ids[3]].body.reporters_count) == (None, 1)
+    by_hash = sorted((got[i] for i in ids[4:]), key=lambda r: r.body.report_number)
+    assert by_hash[0].body.linked_to is None
+    assert (by_hash[1].body.linked_to, by_hash[1].body.reporters_count) == (by_hash[0].envelope.report_id, 2)
+
+
+def test_contact_is_encrypted_and_erasable(settings: Settings, topics: None) -> None:
+    """The contact never travels in clear; after erasure it cannot be decrypted while all else still reads."""
+    contact_email = f"parent-{uuid.uuid4().hex[:8]}@example.ca"
+    receipt = client.submit_report(
+        settings,
+        {
+            "description": "my son was sent explicit pictures",
+            "contact": {"name": "Pat Doe", "email": contact_email, "phone": "416 555 0199"},
+            "urls": ["example.com/x"],
+        },
+    )
+    with StageThread(spec(settings), settings):
+        collected = consume(settings, RECEIVED, count=1, timeout=60)
+    raw_submitted = consume(settings, SUBMITTED, count=1, timeout=10).messages[0].value()
+    for raw in (raw_submitted, collected.messages[0].value()):
+        assert contact_email.encode() not in raw
+        assert b"Pat Doe" not in raw
+        assert b"4165550199" not in raw
+    (received,) = collected.events
+    assert isinstance(received, ev.ReportReceived)
+    enc = received.body.contact
+    assert enc is not None
+    assert enc.key_id == receipt.report_id
+    with db.connect(settings, autocommit=True) as conn:
+        assert crypto.decrypt_contact(conn, enc, settings=settings) == {
+            "name": "Pat Doe",
+            "email": contact_email,
+            "phone": "+14165550199",
+        }
+        stored = conn.execute(
+            "SELECT key FROM ingest_contact_keys WHERE report_id = %s", (receipt.report_id,)
+        ).fetchone()
+        assert stored is not None
+        assert len(bytes(stored[0])) == 12 + 32 + 16  # wrapped: nonce, key, tag; never the raw key
+
+    erased = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "privacy", "erase", receipt.report_id],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert erased.returncode == 0, erased.stderr
+    with db.connect(settings, autocommit=True) as conn:
+        assert crypto.decrypt_contact(conn, enc, settings=settings) is None
+        with pytest.raises(Exception, match="erased"):
+            crypto.encrypt_contact(conn, receipt.report_id, {"email": contact_email}, settings=settings)
+    again = serde.decode(collected.messages[0].value())
+    assert isinstance(again, ev.ReportReceived)
+    assert again.body.description == "my son was sent explicit pictures"
+    assert again.body.report_number == received.body.report_number
+
+
+def test_logs_never_show_contact_description_or_url(settings: Settings, topics: None) -> None:
+    """Whatever the intake and ingest log, a contact, a description or a URL's path never appears."""
+    secret_path = f"secret-{uuid.uuid4().hex}"
+    email = f"reporter-{uuid.uuid4().hex[:6]}@example.ca"
+    description = f"private words {uuid.uuid4().hex}"
+    sid = str(uuid.uuid4())
+    with structlog.testing.capture_logs(processors=[redact]) as logs:
+        with TestClient(create_app(settings)) as http:
+            body = {
+                "submission_id": sid,
+                "description": description,
+                "urls": [f"https://example.com/{secret_path}"],
+                "contact": {"email": email},
+            }
+            assert http.post("/v1/reports", json=body).status_code == 202
+            assert (
+                http.post("/v1/reports", json={**body, "description": description + "!"}).status_code == 202
+            )
+        produce_raw(settings, SUBMITTED, b"\x00not an event " + description.encode())
+        with StageThread(spec(settings), settings):
+            consume(settings, RECEIVED, count=2, timeout=60)
+            consume(settings, DLQ, count=1, timeout=60)
+    text = repr(logs)
+    assert any(entry.get("event") == "report_rejected" for entry in logs)
+    assert any(entry.get("event") == "record_dead_lettered" for entry in logs)
+    for secret in (secret_path, email, description):
+        assert secret not in text
+
+
+def test_bad_records_on_the_topic(settings: Settings, topics: None) -> None:
+    """Undecodable bytes and forged events are dead-lettered; bad content is rejected; the stage goes on."""
+    parsed = logic.parse_report({"description": "fine"})
+    good = logic.to_submitted(parsed, channel=ev.Channel.API, now=client.now_ms(), contact=None)
+    forged = dataclasses.replace(
+        good, envelope=dataclasses.replace(good.envelope, report_id=str(uuid.uuid4()))
+    )
+    bad_url = dataclasses.replace(
+        logic.to_submitted(
+            logic.parse_report({"description": "bad url"}),
+            channel=ev.Channel.API,
+            now=client.now_ms(),
+            contact=None,
+        ),
+        urls=("http://exa mple.com/",),
+    )
+    produce_raw(settings, SUBMITTED, b"garbage", key=b"k")
+    produce(settings, SUBMITTED, [forged, bad_url, good])
+    with StageThread(spec(settings), settings):
+        dead = consume(settings, DLQ, count=2, timeout=60).messages
+        out = consume(settings, RECEIVED, count=2, timeout=60).events
+    reasons = sorted(dict(m.headers() or [])["dlq.reason"].decode() for m in dead)
+    assert reasons == ["bad_marker", "report_id_mismatch"]
+    rejected = next(e for e in out if isinstance(e, ev.ReportRejected))
+    assert (rejected.reason_code, rejected.field) == ("invalid_field", "urls[0]")
+    assert any(
+        isinstance(e, ev.ReportReceived) and e.envelope.report_id == good.envelope.report_id for e in out
+    )
