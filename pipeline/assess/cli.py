@@ -166,7 +166,7 @@ def simulate(
         idle_s=idle_seconds,
         ttl=timedelta(minutes=claim_minutes),
     )
-    table = Table(title=f"Simulated analysts (seed={seed}): {summary.decided} determinations")
+    table = Table(title=f"Simulated determinations (seed={seed})")
     table.add_column("determination")
     table.add_column("reports", justify="right")
     table.add_column("share", justify="right")
@@ -175,7 +175,11 @@ def simulate(
         share = f"{100 * n / summary.decided:.1f}%" if summary.decided else "-"
         table.add_row(det.value, str(n), share)
     console.print(table)
-    console.print(f"Child may need protection: {summary.child_protection}.")
+    console.print(
+        f"Simulated analysts (seed={seed}) recorded {summary.decided} determinations; "
+        f"child may need protection on {summary.child_protection}.",
+        highlight=False,
+    )
 
 
 @app.command("load-hashes")
