@@ -21,9 +21,11 @@ event id, the causing assessment's id and the encoded event):
    they are (same ids, same bytes), and nothing else, so the replayed Kafka transaction carries exactly
    what the first one did, whether or not that one became visible.
 2. Otherwise the rules run, and each planned event is inserted with ``ON CONFLICT (report_id, emit_key)
-   DO NOTHING``; only the inserted ones are emitted. A superseding assessment (or the same report assessed
-   again) therefore emits nothing for a recipient already referred and never a second close, but does
-   reach a recipient it adds.
+   DO NOTHING``; the inserted ones are emitted. A key already taken by a DIFFERENT assessment emits
+   nothing: a superseding assessment never refers a recipient twice nor closes a report twice, but does
+   reach a recipient it adds. A key taken by THIS assessment (a fenced predecessor instance committed
+   the row while this one was planning: the insert waited on its lock, then found the row) re-emits the
+   stored record, as in step 1.
 
 Why this order is exactly-once: the runner commits the database transaction just before the Kafka
 transaction that carries the outputs and the input offsets. If the process dies between the two, the
@@ -85,9 +87,12 @@ def _replayed(db: Any, assessed: ReportAssessed) -> list[RouteEvent]:
     return [e for e in stored if isinstance(e, ReportReferred | FollowUpRequested | ReportClosed)]
 
 
-def _claim(db: Any, assessed: ReportAssessed, seq: int, event: RouteEvent) -> bool:
-    """Record the event for its emit key; False when that key was already emitted for the report."""
-    row = db.execute(
+def _claim(db: Any, assessed: ReportAssessed, seq: int, event: RouteEvent) -> RouteEvent | None:
+    """Record the event for its emit key and return what to emit: the event, the record this same
+    assessment stored for that key earlier (a replay, or a fenced predecessor that committed the row while
+    this instance was planning), or None when another assessment already took the key."""
+    key = logic.emit_key(event)
+    inserted = db.execute(
         sql.SQL(
             "INSERT INTO {} (report_id, emit_key, event_id, event_type, causation_id, seq, payload)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -95,7 +100,7 @@ def _claim(db: Any, assessed: ReportAssessed, seq: int, event: RouteEvent) -> bo
         ).format(TABLE),
         (
             assessed.envelope.report_id,
-            logic.emit_key(event),
+            key,
             event.envelope.event_id,
             event.envelope.event_type,
             assessed.envelope.event_id,
@@ -103,7 +108,16 @@ def _claim(db: Any, assessed: ReportAssessed, seq: int, event: RouteEvent) -> bo
             serde.encode(event),
         ),
     ).fetchone()
-    return row is not None
+    if inserted is not None:
+        return event
+    existing = db.execute(
+        sql.SQL("SELECT causation_id, payload FROM {} WHERE report_id = %s AND emit_key = %s").format(TABLE),
+        (assessed.envelope.report_id, key),
+    ).fetchone()
+    if existing is None or existing[0] != assessed.envelope.event_id:
+        return None
+    stored = serde.decode(bytes(existing[1]))
+    return stored if isinstance(stored, ReportReferred | FollowUpRequested | ReportClosed) else None
 
 
 def make_handler(tables: Tables, resolver: Resolver) -> Handler:
@@ -124,8 +138,9 @@ def make_handler(tables: Tables, resolver: Resolver) -> Handler:
         outputs: list[Output] = []
         skipped: list[str] = []
         for seq, out in enumerate(planned):
-            if _claim(ctx.db, assessed, seq, out):
-                outputs.append(Output(_TOPIC_OF[out.envelope.event_type], out))
+            emitted = _claim(ctx.db, assessed, seq, out)
+            if emitted is not None:
+                outputs.append(Output(_TOPIC_OF[emitted.envelope.event_type], emitted))
             else:
                 skipped.append(logic.emit_key(out))
         _log(assessed, outputs, skipped)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -178,3 +179,41 @@ def test_the_stage_logs_no_url_host_or_contact(settings: Settings) -> None:
     text = repr(logs)
     for secret in ("ca-host", "nl-host", "ru-host", "https://", "http://", "ciphertext"):
         assert secret not in text
+
+
+def test_a_fenced_predecessor_committing_first_leaves_the_successor_the_same_events(
+    settings: Settings,
+) -> None:
+    """Two instances handling one assessment at once (a zombie and its successor) emit the same records."""
+    handle = _spec(settings).handle
+    event = assessed(urls=(CA, NL), suspect=ev.Location(province="BC"))
+    result: dict[str, list[bytes]] = {}
+    with db.connect(settings) as zombie, db.connect(settings) as successor:
+        zombie_tx = zombie.transaction()
+        zombie_tx.__enter__()
+        result["zombie"] = [serde.encode(o.event) for o in handle(event, Context(settings, zombie))]
+
+        def run_successor() -> None:
+            with successor.transaction():
+                result["successor"] = [
+                    serde.encode(o.event) for o in handle(event, Context(settings, successor))
+                ]
+
+        thread = threading.Thread(target=run_successor)
+        thread.start()
+        wait_for(
+            lambda: _waiting_on_lock(settings), timeout=30, what="the successor waiting on the zombie's rows"
+        )
+        zombie_tx.__exit__(None, None, None)
+        thread.join(30)
+    assert result["successor"] == result["zombie"]
+    assert len(result["zombie"]) == 3  # two referrals and the close
+
+
+def _waiting_on_lock(settings: Settings) -> bool:
+    with db.connect(settings) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+            ('INSERT INTO "route_emitted"%',),
+        ).fetchone()
+    return bool(row and row[0])
