@@ -23,7 +23,7 @@ from rich.table import Table
 
 from pipeline import bootstrap, kafka
 from pipeline.settings import Settings
-from pipeline.topics import SUBMITTED, TopicSpec, name
+from pipeline.topics import TopicSpec, name
 
 TARGET_E2E = 500.0
 TARGET_REBUILD = 20_000.0
@@ -31,7 +31,9 @@ TARGET_REBUILD = 20_000.0
 
 def raw_baseline(settings: Settings, count: int, size: int) -> dict[str, float]:
     """Produce ``count`` records of ``size`` bytes with confluent-kafka and consume them back."""
-    spec = TopicSpec(name="tipline.bench.raw.v1", events=(), description="benchmark baseline", produced_by="bench")
+    spec = TopicSpec(
+        name="tipline.bench.raw.v1", events=(), description="benchmark baseline", produced_by="bench"
+    )
     raw = settings.with_suffix(settings.topic_suffix + f".raw{uuid.uuid4().hex[:6]}")
     kafka.ensure_topics(raw, (spec,))
     topic = name(spec, raw.topic_suffix)

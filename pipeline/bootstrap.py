@@ -44,4 +44,12 @@ def ensure_topics(s: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> lis
     return kafka.ensure_topics(s, specs)
 
 
-__all__ = ["ServiceStatus", "Settings", "ensure_topics", "services_down", "services_status", "services_up", "settings"]
+__all__ = [
+    "ServiceStatus",
+    "Settings",
+    "ensure_topics",
+    "services_down",
+    "services_status",
+    "services_up",
+    "settings",
+]

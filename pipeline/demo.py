@@ -57,7 +57,9 @@ def start_fleet(settings: Settings, *, seed: int, analysts: int = 2) -> Fleet:
     return fleet
 
 
-def publish(settings: Settings, reports: int, seed: int, published: list[int], errors: list[BaseException]) -> None:
+def publish(
+    settings: Settings, reports: int, seed: int, published: list[int], errors: list[BaseException]
+) -> None:
     """Hand the generated reports in as an intake system does (the client encrypts contacts first)."""
     from pipeline.generator import generate
     from pipeline.ingest.client import IntakeClient
@@ -87,7 +89,9 @@ def run_pipeline(
     watcher = Watcher(settings)
     published = [0]
     errors: list[BaseException] = []
-    publisher = threading.Thread(target=publish, args=(settings, reports, seed, published, errors), daemon=True)
+    publisher = threading.Thread(
+        target=publish, args=(settings, reports, seed, published, errors), daemon=True
+    )
     chaos_plan = _chaos_plan(fleet, seed) if chaos else []
     try:
         publisher.start()
@@ -186,8 +190,10 @@ def _print_result(result: RunResult, console: Console) -> None:
         f"duplicate referrals: {len(v.duplicate_referrals)}."
     )
     if any(result.kills.values()):
-        console.print("Processes killed with SIGKILL and restarted: " + ", ".join(
-            f"{k} x{n}" for k, n in result.kills.items() if n))
+        console.print(
+            "Processes killed with SIGKILL and restarted: "
+            + ", ".join(f"{k} x{n}" for k, n in result.kills.items() if n)
+        )
     wait_for_projection(result.settings, closed=v.ended - 0)
     print_stats(result.settings, console)
     console.print(

@@ -77,9 +77,8 @@ class Fleet:
         """Raise if a member died on its own (a crash the run did not cause)."""
         for m in self.members.values():
             if m.proc is not None and m.proc.poll() not in (None, 0) and m.proc.returncode != -signal.SIGKILL:
-                raise ServiceError(
-                    f"The {m.name} process exited with code {m.proc.returncode}; see {self.log_dir / (m.name + '.log')}."
-                )
+                log = self.log_dir / f"{m.name}.log"
+                raise ServiceError(f"The {m.name} process exited with code {m.proc.returncode}; see {log}.")
 
     def stop_all(self, timeout: float = 30.0) -> None:
         for m in self.members.values():

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline.errors import ServiceError
 from pipeline.settings import Settings
@@ -57,13 +57,13 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "error_cb": _quiet})
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "error_cb": _quiet})  # type: ignore[dict-item]
 
 
 def broker_answers(bootstrap: str, *, timeout: float = 2.0) -> bool:
     """True when a broker answers a metadata request."""
     # Refused connections are expected while the broker starts: the deadline reports them, not librdkafka.
-    client = AdminClient({"bootstrap.servers": bootstrap, "error_cb": _quiet, "log_level": 0})
+    client = AdminClient({"bootstrap.servers": bootstrap, "error_cb": _quiet, "log_level": 0})  # type: ignore[dict-item]
     try:
         md = client.list_topics(timeout=timeout)
     except KafkaException:
@@ -83,8 +83,12 @@ def ensure_topics(
             f"Kafka at {settings.kafka_bootstrap} did not answer; start it with `tipline services up`."
         ) from exc
     wanted = [
-        NewTopic(name(s, settings.topic_suffix), num_partitions=settings.partitions, replication_factor=1,
-                 config=s.config())
+        NewTopic(
+            name(s, settings.topic_suffix),
+            num_partitions=settings.partitions,
+            replication_factor=1,
+            config=s.config(),
+        )
         for s in specs
         if name(s, settings.topic_suffix) not in existing
     ]

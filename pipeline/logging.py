@@ -57,7 +57,7 @@ def _scrub_text(text: str) -> str:
     return _EMAIL_RE.sub(REDACTED, text)
 
 
-def _scrub(key: str | None, value: Any, depth: int = 0) -> Any:
+def _scrub(key: str | None, value: Any, depth: int = 0) -> Any:  # noqa: PLR0911 - one case per type
     if key is not None and key.lower() in SECRET_KEYS:
         return REDACTED
     if depth > 8:

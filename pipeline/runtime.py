@@ -36,7 +36,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from pipeline import kafka, serde
 from pipeline.errors import DomainError, SerdeError
-from pipeline.lanes import LanePolicy, active_lanes
+from pipeline.lanes import LanePolicy, active_lanes, top_waiting
 from pipeline.logging import get_logger
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec, dead_letter, group, lane_of, name
@@ -123,8 +123,11 @@ class StageRunner:
             settings,
             group(spec.name, self.suffix),
             **{
-                # Small prefetch so that a paused low lane does not keep a deep local queue.
+                # Small prefetch so that a paused low lane does not keep a deep local queue, and so that
+                # a lane let through by aging is not queued behind thousands of prefetched records of a
+                # busy higher lane (one local queue serves every partition). See README "Prioritization".
                 "queued.max.messages.kbytes": 8192,
+                "queued.min.messages": max(2 * spec.batch_size, 100),
                 "max.poll.interval.ms": 300000,
                 "partition.assignment.strategy": "cooperative-sticky",
             },
@@ -132,6 +135,10 @@ class StageRunner:
         self.failures: dict[tuple[str, int, int], int] = {}
         self.held_since: dict[int, float | None] = {}
         self.paused: set[int] = set()
+        self.paused_waiting: dict[int, bool] = {}
+        self.granted: dict[int, float] = {}
+        self.start_offsets: dict[tuple[str, int], int] = {}
+        self.lanes_dirty = False
         self.processed = 0
         self.db: Any = None
 
@@ -144,16 +151,68 @@ class StageRunner:
                 by_lane.setdefault(lane, []).append(tp)
         return by_lane
 
-    def _apply_lanes(self) -> None:
-        by_lane = self._lane_partitions()
-        if not by_lane:
-            return
-        positions = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(
-            [tp for tps in by_lane.values() for tp in tps])}
+    def _reset_lanes(self, by_lane: dict[int, list[TopicPartition]]) -> None:
+        """After a rebalance: every assigned lane partition fetching again, the bookkeeping from scratch.
+
+        A cooperative rebalance keeps retained partitions paused and adds new ones unpaused, so the
+        per-lane pause state is rebuilt rather than trusted.
+        """
+        tps = [tp for lane_tps in by_lane.values() for tp in lane_tps]
+        if tps:
+            self.consumer.resume(tps)
+        self.paused.clear()
+        self.paused_waiting.clear()
+        self.held_since.clear()
+        self.granted.clear()
+        self.start_offsets.clear()
+        self.lanes_dirty = False
+
+    def _read_positions(self, tps: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """The next offset this consumer will read on each partition.
+
+        ``position()`` knows it only once a record was consumed on the partition; before that (a
+        restarted instance on a lane with history) it is the group's committed offset, else the start.
+        """
+        out: dict[tuple[str, int], int] = {}
+        unknown: list[TopicPartition] = []
+        for tp in self.consumer.position(tps):
+            key = (tp.topic, tp.partition)
+            if tp.offset >= 0:
+                out[key] = tp.offset
+            elif key in self.start_offsets:
+                out[key] = self.start_offsets[key]
+            else:
+                unknown.append(TopicPartition(tp.topic, tp.partition))
+        if unknown:
+            try:
+                committed = self.consumer.committed(unknown, timeout=10)
+            except KafkaException as exc:
+                self.log.debug("committed_lookup_failed", error=str(exc))
+                committed = []
+            for tp in committed:
+                key = (tp.topic, tp.partition)
+                if tp.offset >= 0:
+                    offset = tp.offset
+                else:
+                    try:
+                        low, _high = self.consumer.get_watermark_offsets(tp, cached=True)
+                    except KafkaException:
+                        low = 0
+                    offset = max(low, 0)
+                self.start_offsets[key] = offset
+                out[key] = offset
+        return out
+
+    def _lanes_waiting(self, by_lane: dict[int, list[TopicPartition]]) -> dict[int, bool]:
+        """Whether each lane has records this consumer has not read yet."""
+        unpaused = [tp for lane, tps in by_lane.items() if lane not in self.paused for tp in tps]
+        positions = self._read_positions(unpaused) if unpaused else {}
         waiting: dict[int, bool] = {}
         for lane, tps in by_lane.items():
             if lane in self.paused:
-                waiting[lane] = True  # held back lanes count as waiting; they are resumed by aging or drain
+                # A held-back lane keeps what it had when it was paused (its watermarks are not refreshed
+                # while paused); it is resumed when the lanes above drain, or by aging.
+                waiting[lane] = self.paused_waiting.get(lane, False)
                 continue
             has = False
             for tp in tps:
@@ -161,27 +220,49 @@ class StageRunner:
                     _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
                 except KafkaException:
                     continue
-                pos = positions.get((tp.topic, tp.partition), -1)
-                if high > 0 and (pos < 0 or pos < high):
+                pos = positions.get((tp.topic, tp.partition))
+                if pos is not None and high > pos:
                     has = True
                     break
             waiting[lane] = has
+        return waiting
+
+    def _apply_lanes(self) -> None:
+        by_lane = self._lane_partitions()
+        if self.lanes_dirty:
+            self._reset_lanes(by_lane)
+        if not by_lane:
+            return
         now = time.monotonic()
-        active = active_lanes(waiting, self.held_since, now, self.spec.lane_policy)
+        waiting = self._lanes_waiting(by_lane)
+        for lane in list(self.granted):
+            if lane not in self.paused and not waiting.get(lane, False):
+                del self.granted[lane]  # an aged lane with nothing left needs no more grant
+        active = active_lanes(waiting, self.held_since, now, self.spec.lane_policy, granted=self.granted)
+        top = top_waiting(waiting)
         for lane, tps in by_lane.items():
             if lane in active and lane in self.paused:
                 self.consumer.resume(tps)
                 self.paused.discard(lane)
                 self.held_since[lane] = None
+                if top is not None and lane > top:
+                    self.granted[lane] = now  # let through by aging: until it delivers a batch
             elif lane not in active and lane not in self.paused:
                 self.consumer.pause(tps)
                 self.paused.add(lane)
+                self.paused_waiting[lane] = waiting[lane]
                 self.held_since[lane] = now
+
+    def _lanes_delivered(self, msgs: list[Message]) -> None:
+        for m in msgs:
+            lane = lane_of(m.topic() or "")
+            if lane is not None:
+                self.granted.pop(lane, None)
 
     # -- the loop ------------------------------------------------------------------------------------------
     def start(self) -> None:
         self.producer.init_transactions(30)
-        self.consumer.subscribe(self.input_names, on_revoke=self._on_revoke)
+        self.consumer.subscribe(self.input_names, on_assign=self._on_rebalance, on_revoke=self._on_rebalance)
         if self.spec.uses_db:
             from pipeline.db import connect
 
@@ -190,9 +271,8 @@ class StageRunner:
             self.spec.on_start(Context(self.settings, self.db))
         self.log.info("stage_started", inputs=self.input_names)
 
-    def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
-        self.paused.clear()
-        self.held_since.clear()
+    def _on_rebalance(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        self.lanes_dirty = True  # applied by the next _apply_lanes (pause state is rebuilt there)
 
     def poll_once(self, timeout: float = 0.5) -> int:
         """Consume one batch and commit it with its outputs; return how many records it held."""
@@ -204,6 +284,7 @@ class StageRunner:
             return 0
         if self.spec.lanes:
             msgs.sort(key=lambda m: lane_of(m.topic() or "") or 0)  # stable: partition order is kept
+            self._lanes_delivered(msgs)
         self._process_batch(msgs)
         return len(msgs)
 
@@ -211,7 +292,7 @@ class StageRunner:
         err = msg.error()
         if err is None:
             return False
-        if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):  # noqa: SLF001
+        if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
             return True
         self.log.warning("consumer_error", error=err.str())
         return True
@@ -308,7 +389,7 @@ class StageRunner:
                 name(out.topic, self.suffix),
                 key=(out.key or out.event.envelope.report_id).encode(),
                 value=value,
-                headers=serde.headers_for(out.event),
+                headers=list(serde.headers_for(out.event)),
             )
 
     def _dead_letter(self, msg: Message, reason: str, message: str, field_name: str | None) -> None:
@@ -324,7 +405,7 @@ class StageRunner:
             self.dlq_topic,
             key=msg.key(),
             value=msg.value(),
-            headers=dead_letter_headers(self.spec.name, msg, reason, message, field_name),
+            headers=dead_letter_headers(self.spec.name, msg, reason, message, field_name),  # type: ignore[arg-type]
         )
 
     def _abort(self) -> None:
@@ -355,7 +436,7 @@ class StageRunner:
         self.log.info("stage_stopped", processed=self.processed)
 
 
-class _Retry(Exception):  # noqa: N818 - control flow inside the runner only
+class _Retry(Exception):
     def __init__(self, msg: Message) -> None:
         super().__init__("retry")
         self.msg = msg
@@ -375,7 +456,9 @@ def _fatal(exc: KafkaException) -> bool:
     return bool(err is not None and hasattr(err, "fatal") and err.fatal())
 
 
-def run_stage(spec: StageSpec, settings: Settings, *, instance: str | int = 0, max_idle_s: float | None = None) -> int:
+def run_stage(
+    spec: StageSpec, settings: Settings, *, instance: str | int = 0, max_idle_s: float | None = None
+) -> int:
     """Run a stage until SIGTERM/SIGINT (or, for tests and benches, until idle for ``max_idle_s``)."""
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)

@@ -36,7 +36,9 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a port number; set it to a number from 1024 to 65535.") from None
+        raise ConfigError(
+            f"{name}={raw!r} is not a port number; set it to a number from 1024 to 65535."
+        ) from None
     if not 1024 <= value <= 65535:
         raise ConfigError(f"{name}={value} is outside 1024-65535; choose a free unprivileged port.")
     return value
@@ -121,7 +123,9 @@ class Settings:
             topic_suffix=env.get("TIPLINE_TOPIC_SUFFIX", ""),
             partitions=partitions,
             log_format=log_format,
-            route_tables=Path(env["TIPLINE_ROUTE_TABLES"]).expanduser() if env.get("TIPLINE_ROUTE_TABLES") else None,
+            route_tables=Path(env["TIPLINE_ROUTE_TABLES"]).expanduser()
+            if env.get("TIPLINE_ROUTE_TABLES")
+            else None,
         )
 
 

@@ -85,14 +85,17 @@ class Watcher:
 
     def __init__(self, settings: Settings) -> None:
         self.tally = Tally()
-        self.consumer: Consumer = kafka.consumer(settings, f"tipline.watch{settings.topic_suffix}.{uuid.uuid4().hex[:8]}")
+        self.consumer: Consumer = kafka.consumer(
+            settings, f"tipline.watch{settings.topic_suffix}.{uuid.uuid4().hex[:8]}"
+        )
         self.consumer.subscribe([name(t, settings.topic_suffix) for t in (CLOSED, RECEIVED, REFERRED)])
 
     def poll(self, timeout: float = 0.2) -> int:
         n = 0
         for msg in self.consumer.consume(1000, timeout):
-            if msg.error() is None and msg.value() is not None:
-                self.tally.add(msg.value())
+            value = msg.value()
+            if msg.error() is None and value is not None:
+                self.tally.add(value)
                 n += 1
         return n
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,7 +58,7 @@ def make_topics(settings: Settings) -> Callable[..., list[str]]:
 
 
 @pytest.fixture
-def isolated_settings(tmp_path: Path) -> Iterator[Settings]:
+def isolated_settings(tmp_path: Path) -> Settings:
     """Settings for a second, private broker: own state folder and ports (the jar cache is shared)."""
     base = Settings.from_env()
     env = {
@@ -68,4 +68,4 @@ def isolated_settings(tmp_path: Path) -> Iterator[Settings]:
         "TIPLINE_KAFKA_CONTROLLER_PORT": str(free_port()),
         "TIPLINE_PG_PORT": str(free_port()),
     }
-    yield Settings.from_env(env)
+    return Settings.from_env(env)

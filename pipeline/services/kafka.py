@@ -157,7 +157,9 @@ class LocalKafka:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             (self.dir / "format.log").write_text(proc.stdout + proc.stderr)
-            raise ServiceError(f"Kafka could not format its storage in {self.data}; see {self.dir / 'format.log'}.")
+            raise ServiceError(
+                f"Kafka could not format its storage in {self.data}; see {self.dir / 'format.log'}."
+            )
         (self.dir / VERSION_MARKER).write_text(KAFKA_VERSION + "\n")
 
     def running_pid(self) -> int | None:
@@ -195,7 +197,12 @@ class LocalKafka:
         ]
         with self.log.open("ab") as out:
             proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
             )
         self.pid_file.write_text(f"{proc.pid}\n")
         # The broker outlives this process on purpose (its own session); keep the handle so that it is
@@ -205,7 +212,9 @@ class LocalKafka:
 
         def ready() -> bool:
             if proc.poll() is not None:
-                raise ServiceError(f"The Kafka broker exited at start (code {proc.returncode}); see {self.log}.")
+                raise ServiceError(
+                    f"The Kafka broker exited at start (code {proc.returncode}); see {self.log}."
+                )
             return broker_answers(self.s.kafka_bootstrap, timeout=1.0)
 
         wait_until(ready, timeout=timeout, what="The Kafka broker", log=self.log)
@@ -224,7 +233,9 @@ class LocalKafka:
 
         if self.s.kafka_external:
             ok = broker_answers(self.s.kafka_bootstrap, timeout=3.0)
-            return ServiceStatus("kafka", ok, self.s.kafka_bootstrap, "(external: not managed)", managed=False)
+            return ServiceStatus(
+                "kafka", ok, self.s.kafka_bootstrap, "(external: not managed)", managed=False
+            )
         pid = self.running_pid()
         ok = pid is not None and broker_answers(self.s.kafka_bootstrap, timeout=2.0)
         return ServiceStatus(

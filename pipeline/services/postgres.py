@@ -15,6 +15,7 @@ import secrets
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -62,7 +63,10 @@ def _reachable_by_postgres(path: Path) -> bool:
     probe = path
     while not probe.exists():
         probe = probe.parent
-    return subprocess.run(["runuser", "-u", PG_USER, "--", "test", "-x", str(probe)], check=False).returncode == 0
+    return (
+        subprocess.run(["runuser", "-u", PG_USER, "--", "test", "-x", str(probe)], check=False).returncode
+        == 0
+    )
 
 
 def cluster_dir(settings: Settings) -> Path:
@@ -165,7 +169,8 @@ class LocalPostgres:
     def _accepts(self, dbname: str | None = None) -> bool:
         url = self.s.database_url if self.s.database_external else self._url()
         try:
-            with psycopg.connect(url, connect_timeout=2, **({"dbname": dbname} if dbname else {})):
+            extra: dict[str, Any] = {"dbname": dbname} if dbname else {}
+            with psycopg.connect(url, connect_timeout=2, **extra):
                 return True
         except psycopg.Error:
             return False
@@ -199,7 +204,19 @@ class LocalPostgres:
             os.chown(self.log, pg.pw_uid, pg.pw_gid)
         opts = f"-c listen_addresses=127.0.0.1 -p {self.s.pg_port} -c unix_socket_directories='' -c max_connections=200"
         cmd = self._as_owner(
-            [str(bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start"]
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
         )
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -218,7 +235,11 @@ class LocalPostgres:
     def status(self) -> ServiceStatus:
         if self.s.database_external:
             return ServiceStatus(
-                "postgresql", self._accepts(), _hide_password(self.s.database_url), "(external: not managed)", False
+                "postgresql",
+                self._accepts(),
+                _hide_password(self.s.database_url),
+                "(external: not managed)",
+                False,
             )
         ok = self.running() and self._accepts()
         return ServiceStatus(

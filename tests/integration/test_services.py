@@ -65,10 +65,16 @@ def test_auto_topic_creation_is_off(settings: Settings) -> None:
     """Producing to a topic nobody created fails instead of creating it silently."""
     prod = kafka.producer(settings, **{"message.timeout.ms": 3000})
     errors: list[object] = []
-    prod.produce("tipline.nonexistent" + settings.topic_suffix, value=b"x", on_delivery=lambda e, _m: errors.append(e))
+    prod.produce(
+        "tipline.nonexistent" + settings.topic_suffix, value=b"x", on_delivery=lambda e, _m: errors.append(e)
+    )
     prod.flush(10)
-    assert errors and errors[0] is not None
-    assert "tipline.nonexistent" + settings.topic_suffix not in kafka.admin(settings).list_topics(timeout=10).topics
+    assert errors
+    assert errors[0] is not None
+    assert (
+        "tipline.nonexistent" + settings.topic_suffix
+        not in kafka.admin(settings).list_topics(timeout=10).topics
+    )
 
 
 def test_postgres_round_trip(base_settings: Settings) -> None:
@@ -132,7 +138,11 @@ def test_cli_port_taken_exits_without_trace(isolated_settings: Settings) -> None
         blocker.listen(1)
         proc = subprocess.run(
             [sys.executable, "-m", "pipeline.cli", "services", "up"],
-            capture_output=True, text=True, env=env, timeout=120, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
         )
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr + proc.stdout

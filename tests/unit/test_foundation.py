@@ -25,9 +25,13 @@ def test_settings_default_to_local_services() -> None:
 
 def test_settings_use_external_servers_when_named() -> None:
     """KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL switch off the local services."""
-    s = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092", "DATABASE_URL": "postgresql://u@db/x"})
-    assert s.kafka_external and s.kafka_bootstrap == "k1:9092,k2:9092"
-    assert s.database_external and s.database_url == "postgresql://u@db/x"
+    s = Settings.from_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092", "DATABASE_URL": "postgresql://u@db/x"}
+    )
+    assert s.kafka_external
+    assert s.kafka_bootstrap == "k1:9092,k2:9092"
+    assert s.database_external
+    assert s.database_url == "postgresql://u@db/x"
 
 
 @pytest.mark.parametrize(
@@ -73,7 +77,9 @@ def test_lane_of_recognises_lane_topics_with_suffix() -> None:
         ({1: False, 2: False, 3: False, 4: True}, {}, 0.0, {1, 2, 3, 4}),
     ],
 )
-def test_active_lanes(waiting: dict[int, bool], held: dict[int, float], now: float, expected: set[int]) -> None:
+def test_active_lanes(
+    waiting: dict[int, bool], held: dict[int, float], now: float, expected: set[int]
+) -> None:
     """Higher lanes with records waiting hold lower lanes back, until the aging rule lets them through."""
     assert active_lanes(waiting, held, now, LanePolicy(aging_s=5.0)) == expected
 
@@ -91,10 +97,13 @@ def test_redaction_removes_contact_description_and_url_paths() -> None:
         )
     line = logs[0]
     flat = repr(line)
-    assert "reporter@example.org" not in flat and "someone@example.com" not in flat
+    assert "reporter@example.org" not in flat
+    assert "someone@example.com" not in flat
     assert "what the reporter wrote" not in flat
-    assert "/path/secret" not in flat and "/a/b" not in flat
+    assert "/path/secret" not in flat
+    assert "/a/b" not in flat
     assert "+15145550000" not in flat
-    assert line["contact"] == REDACTED and line["description"] == REDACTED
+    assert line["contact"] == REDACTED
+    assert line["description"] == REDACTED
     assert line["nested"]["ok"] == 3
     assert "evil.example" in line["event"]
