@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -71,7 +72,7 @@ def next_report(
     render(item, console)
     console.print(
         f"Claimed by {who} until {item.claim_expires_at:%H:%M} UTC. Record your determination with "
-        f"`tipline analyst decide {item.report_number} --analyst {who} --determination ...`.",
+        f"`tipline analyst decide {escape(item.report_number)} --analyst {who} --determination ...`.",
         highlight=False,
     )
 
@@ -136,7 +137,7 @@ def decide(  # noqa: PLR0917 - typer maps each command-line option to a paramete
         publisher.close()
     extra = f", superseding {assessed.supersedes}" if assessed.supersedes else ""
     console.print(
-        f"Recorded {assessed.determination.value} on {assessed.body.report_number} by analyst:{who} "
+        f"Recorded {assessed.determination.value} on {escape(assessed.body.report_number)} by analyst:{who} "
         f"(event {assessed.envelope.event_id}{extra}).",
         highlight=False,
     )
@@ -271,20 +272,20 @@ def render(item: queue.QueueItem, out: Console) -> None:
     c = item.classified
     body = c.body
     header = (
-        f"[bold]{item.report_number}[/]  level {item.level}  "
-        f"({', '.join(c.priority_reasons) or 'no reasons'})\n"
+        f"[bold]{escape(item.report_number)}[/]  level {item.level}  "
+        f"({escape(', '.join(c.priority_reasons) or 'no reasons')})\n"
         f"status {item.status}"
         + (f", claimed by {item.claimed_by}" if item.status == "claimed" else "")
         + (f", decided {item.determination} by {item.decided_by}" if item.status == "decided" else "")
         + f"\nreceived {body.received_at:%Y-%m-%d %H:%M} UTC via {body.channel.value}, language "
         f"{body.language.value}; reporter "
-        + ("anonymous" if body.anonymous else "named")
+        + ("anonymous" if body.anonymous else "not anonymous")
         + ("; contact details on file (encrypted, not shown)" if item.reporter_left_contact else "")
     )
     if c.needs_analyst_review:
         header += "\n[yellow]classification flagged for analyst review[/]"
     if c.override_reason:
-        header += f"\nclassification override: {c.override_reason}"
+        header += f"\nclassification override: {escape(c.override_reason)}"
     out.print(Panel(header, title="Report", expand=False), highlight=False)
     by_incident = {ic.incident_id: ic for ic in c.incidents}
     table = Table(title="Incidents", show_lines=True)
@@ -294,10 +295,10 @@ def render(item: queue.QueueItem, out: Console) -> None:
     table.add_column("classification")
     for inc in body.incidents:
         table.add_row(
-            inc.incident_id,
+            escape(inc.incident_id),
             inc.technology.value,
-            "\n".join(_incident_rows(inc)),
-            _classification_text(by_incident.get(inc.incident_id)),
+            escape("\n".join(_incident_rows(inc))),
+            escape(_classification_text(by_incident.get(inc.incident_id))),
         )
     out.print(table)
     extra = _people(body)
@@ -323,9 +324,10 @@ def render(item: queue.QueueItem, out: Console) -> None:
             + f" (sender {f.sender_role.value}, recipient {f.recipient_role.value})"
         )
     if extra:
-        out.print("\n".join(extra), highlight=False)
+        out.print(escape("\n".join(extra)), highlight=False)
     out.print(
-        Panel(body.description or "(no description)", title="Description", expand=False), highlight=False
+        Panel(escape(body.description or "(no description)"), title="Description", expand=False),
+        highlight=False,
     )
     for d in item.history:
         sup = f", supersedes {d.supersedes}" if d.supersedes else ""

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.assess import queue, simulated
 from pipeline.db import connect
-from pipeline.events import ActorKind, Determination, ReportClassified
+from pipeline.events import ActorKind, Determination, HashType, ReportClassified
 from pipeline.settings import Settings
 from pipeline.topics import ASSESSED
 from tests.integration.harness import consume
@@ -81,8 +81,13 @@ def test_refusals_are_one_sentence_and_a_non_zero_exit(
 
 
 def test_auditor_reads_a_report_without_the_reporters_contact(settings: Settings) -> None:
-    """`show` by an auditor prints the report, its URLs, victim and description, never the contact."""
-    report = classified(with_contact=True, victim=canadian_victim(), description="seen on a forum")
+    """`show` by an auditor prints the report, URLs, hashes, victim and description, never the contact."""
+    report = classified(
+        with_contact=True,
+        victim=canadian_victim(),
+        description="seen on a [red]forum[/red]",
+        hashes=((HashType.MD5, "ab" * 16),),
+    )
     enqueue(settings, report)
     result = tipline(settings, "show", report.body.report_number, "--auditor", "aud.one")
     assert result.returncode == 0, result.stderr
@@ -90,7 +95,8 @@ def test_auditor_reads_a_report_without_the_reporters_contact(settings: Settings
     assert report.body.report_number in out
     assert "https://example.test/a" in out
     assert "A. Child" in out
-    assert "seen on a forum" in out
+    assert "seen on a [red]forum[/red]" in out  # reporters' text is shown as typed, never as markup
+    assert f"md5:{'ab' * 16}" in out
     assert "contact details on file (encrypted, not shown)" in out
     assert "sealed-contact-bytes" not in out
     assert "k1" not in out.split()
