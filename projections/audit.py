@@ -25,9 +25,8 @@ from pipeline import events as ev
 from pipeline import kafka, serde
 from pipeline.errors import SerdeError
 from pipeline.settings import Settings
-from projections.runner import event_topics, partitions_of
+from projections.runner import end_offsets, event_topics, partitions_of
 from projections.view import InMemoryView
-
 
 _TYPE_ORDER = {t: i for i, t in enumerate(ev.EVENT_TYPES)}
 """Workflow order of event types: ties of ``occurred_at`` are shown in this order."""
@@ -100,10 +99,14 @@ def summarize(event: ev.Event) -> str:
             return "received: " + _body(event.body)
         case ev.ReportRejected():
             dup = f", duplicate of {event.duplicate_of}" if event.duplicate_of else ""
-            return f"rejected: {event.reason_code}{' (field ' + event.field + ')' if event.field else ''}{dup}"
+            return (
+                f"rejected: {event.reason_code}{' (field ' + event.field + ')' if event.field else ''}{dup}"
+            )
         case ev.ReportPrioritized():
             sup = f", supersedes {event.supersedes}" if event.supersedes else ""
-            return f"prioritized at level {event.level} ({', '.join(event.reasons) or 'no reason given'}){sup}"
+            return (
+                f"prioritized at level {event.level} ({', '.join(event.reasons) or 'no reason given'}){sup}"
+            )
         case ev.ReportClassified():
             parts = [
                 f"{i.incident_id}: {i.verdict} {i.assigned_category or 'none'} [{', '.join(i.sections) or '-'}]"
@@ -122,7 +125,9 @@ def summarize(event: ev.Event) -> str:
             where = "domestic" if r.domestic else "foreign"
             return f"referred to {r.kind} {r.name} ({r.jurisdiction}, {where}), {len(event.urls)} URL(s)"
         case ev.FollowUpRequested():
-            return f"{event.kind} follow-up owed ({event.message_template}, {event.language}); contact not shown"
+            return (
+                f"{event.kind} follow-up owed ({event.message_template}, {event.language}); contact not shown"
+            )
         case ev.ReportClosed():
             return (
                 f"closed {event.outcome}: {event.referrals} referral(s), police {event.domestic_police} domestic / "
@@ -137,11 +142,7 @@ def scan(settings: Settings, scan_state: Scan, *, timeout: float = 120.0) -> Ite
     cons = kafka.consumer(settings, f"tipline.audit.{uuid.uuid4().hex}", **{"enable.partition.eof": True})
     try:
         parts = partitions_of(cons, event_topics(settings))
-        targets: dict[tuple[str, int], int] = {}
-        for t, p in parts:
-            low, high = cons.get_watermark_offsets(TopicPartition(t, p), timeout=30)
-            if high > low:
-                targets[(t, p)] = high
+        targets = {tp: end for tp, end in end_offsets(settings, parts).items() if end > 0}
         cons.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
         reached: dict[tuple[str, int], int] = {}
         deadline = time.monotonic() + timeout

@@ -14,7 +14,9 @@ from pipeline import bootstrap
 from pipeline.errors import TiplineError
 from projections.view import Statistics
 
-projections_app = typer.Typer(help="The read models in PostgreSQL, built from the event log.", no_args_is_help=True)
+projections_app = typer.Typer(
+    help="The read models in PostgreSQL, built from the event log.", no_args_is_help=True
+)
 audit_app = typer.Typer(help="Auditors' views decoded from the event log itself.", no_args_is_help=True)
 stats_app = typer.Typer(help="The published figures beside the measured ones.", invoke_without_command=True)
 
@@ -47,7 +49,9 @@ def _dur(s: float | None) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def print_statistics(stats: Statistics, console: Console, *, figures: Path | None = None, title: str = "") -> None:
+def print_statistics(
+    stats: Statistics, console: Console, *, figures: Path | None = None, title: str = ""
+) -> None:
     """The statistics as rich tables: published beside measured, counts, and time in each step."""
     from projections import stats as st
 
@@ -88,8 +92,12 @@ def run_cmd() -> None:
 
 @projections_app.command("rebuild")
 def rebuild_cmd(
-    keep_old: Annotated[bool, typer.Option(help="Keep the replaced tables in a proj_old_<n> schema.")] = False,
-    no_swap: Annotated[bool, typer.Option("--no-swap", help="Build beside the live tables, do not swap.")] = False,
+    keep_old: Annotated[
+        bool, typer.Option(help="Keep the replaced tables in a proj_old_<n> schema.")
+    ] = False,
+    no_swap: Annotated[
+        bool, typer.Option("--no-swap", help="Build beside the live tables, do not swap.")
+    ] = False,
 ) -> None:
     """Replay every topic from the first offset into fresh tables, then swap them in atomically."""
     from projections.rebuild import rebuild
@@ -114,7 +122,9 @@ def status_cmd() -> None:
     for r in rows:
         t.add_row(r.topic, str(r.partition), str(r.next_offset), str(r.end), str(r.lag))
     console.print(t)
-    console.print("Reports by current step: " + (", ".join(f"{k} {v}" for k, v in per_step.items()) or "none"))
+    console.print(
+        "Reports by current step: " + (", ".join(f"{k} {v}" for k, v in per_step.items()) or "none")
+    )
 
 
 @audit_app.command("history")
@@ -132,11 +142,15 @@ def history_cmd(
     for col in ("time (UTC)", "event", "actor", "summary"):
         t.add_column(col)
     for e in h.entries:
-        t.add_row(e.occurred_at.astimezone(UTC).isoformat(timespec="milliseconds"), e.event_type, e.actor, e.summary)
+        t.add_row(
+            e.occurred_at.astimezone(UTC).isoformat(timespec="milliseconds"), e.event_type, e.actor, e.summary
+        )
     if h.entries:
         console.print(t)
     if not h.scan.complete:
-        console.print(f"[yellow]The scan stopped at the {timeout:.0f} s deadline: the history may be incomplete.[/]")
+        console.print(
+            f"[yellow]The scan stopped at the {timeout:.0f} s deadline: the history may be incomplete.[/]"
+        )
 
 
 @audit_app.command("replay")
@@ -148,10 +162,14 @@ def replay_cmd(
     from projections.audit import replay
 
     r = replay(bootstrap.settings(), _parse_time(until), timeout=timeout)
-    console.print(f"Applied {r.applied} event(s) up to {r.until.isoformat()}; {r.later} later event(s) left out.")
+    console.print(
+        f"Applied {r.applied} event(s) up to {r.until.isoformat()}; {r.later} later event(s) left out."
+    )
     print_statistics(r.view.statistics(), console, title=f"As of {r.until.isoformat()}")
     if not r.scan.complete:
-        console.print(f"[yellow]The scan stopped at the {timeout:.0f} s deadline: the figures may be incomplete.[/]")
+        console.print(
+            f"[yellow]The scan stopped at the {timeout:.0f} s deadline: the figures may be incomplete.[/]"
+        )
 
 
 @stats_app.callback()

@@ -252,7 +252,11 @@ def patch(event: ev.Event) -> tuple[ReportRow, Referral | None]:
     row = ReportRow(
         report_id=env.report_id,
         step=step,
-        groups={group: GroupValue(first_at=env.occurred_at, at=env.occurred_at, event_id=env.event_id, values=values)},
+        groups={
+            group: GroupValue(
+                first_at=env.occurred_at, at=env.occurred_at, event_id=env.event_id, values=values
+            )
+        },
     )
     referral = None
     if isinstance(event, ev.ReportReferred):

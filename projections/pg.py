@@ -39,7 +39,11 @@ MAX_IDENT = 63
 COLUMNS: tuple[str, ...] = (
     "report_id",
     "step",
-    *(c for g in GROUPS for c in (f"{g.name}_first_at", f"{g.name}_at", f"{g.name}_event", *(n for n, _ in g.columns))),
+    *(
+        c
+        for g in GROUPS
+        for c in (f"{g.name}_first_at", f"{g.name}_at", f"{g.name}_event", *(n for n, _ in g.columns))
+    ),
 )
 REFERRAL_COLUMNS = ("event_id", "report_id", "kind", "recipient", "jurisdiction", "domestic", "occurred_at")
 
@@ -96,7 +100,9 @@ def _merge_sql(schema: str) -> sql.Composed:
         ).format(at=at, ev=event)
         sets.append(sql.SQL("{f} = LEAST(t.{f}, EXCLUDED.{f})").format(f=first))
         for col in (at, event, *(sql.Identifier(n) for n, _ in g.columns)):
-            sets.append(sql.SQL("{c} = CASE WHEN {newer} THEN EXCLUDED.{c} ELSE t.{c} END").format(c=col, newer=newer))
+            sets.append(
+                sql.SQL("{c} = CASE WHEN {newer} THEN EXCLUDED.{c} ELSE t.{c} END").format(c=col, newer=newer)
+            )
     cols = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
     return sql.SQL(
         "INSERT INTO {s}.proj_report AS t ({cols}) SELECT {cols} FROM pg_temp.proj_stage "
@@ -111,7 +117,9 @@ def write_batch(
     s = sql.Identifier(schema)
     with conn.cursor() as cur:
         cur.execute(
-            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS proj_stage (LIKE {}.proj_report) ON COMMIT DELETE ROWS").format(s)
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS proj_stage (LIKE {}.proj_report) ON COMMIT DELETE ROWS"
+            ).format(s)
         )
         # A transaction that failed after the COPY may leave rows if the caller reuses it: start clean.
         cur.execute("TRUNCATE pg_temp.proj_stage")
@@ -120,10 +128,15 @@ def write_batch(
             for row in rows:
                 cp.write_row(_row_tuple(row))
         cur.execute(_merge_sql(schema))
-        refs = [tuple(getattr(r, c) if c != "recipient" else r.recipient for c in REFERRAL_COLUMNS) for r in referrals]
+        refs = [
+            tuple(getattr(r, c) if c != "recipient" else r.recipient for c in REFERRAL_COLUMNS)
+            for r in referrals
+        ]
         if refs:
             cur.executemany(
-                sql.SQL("INSERT INTO {}.proj_referral ({}) VALUES ({}) ON CONFLICT (event_id) DO NOTHING").format(
+                sql.SQL(
+                    "INSERT INTO {}.proj_referral ({}) VALUES ({}) ON CONFLICT (event_id) DO NOTHING"
+                ).format(
                     s,
                     sql.SQL(", ").join(map(sql.Identifier, REFERRAL_COLUMNS)),
                     sql.SQL(", ").join(sql.Placeholder() * len(REFERRAL_COLUMNS)),

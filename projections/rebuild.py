@@ -56,10 +56,16 @@ def swap(conn: psycopg.Connection[Any], live: str, rebuilt: str, *, projection: 
     """Put ``rebuilt`` in place of ``live`` in one transaction; return the name the old tables now have."""
     old = rebuilt.replace("_rebuild_", "_old_", 1)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tipline.projector:{live}:{projection}",))
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tipline.projector:{live}:{projection}",)
+        )
         if pg.schema_exists(conn, live):
-            conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(old)))
-        conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(rebuilt), sql.Identifier(live)))
+            conn.execute(
+                sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(old))
+            )
+        conn.execute(
+            sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(rebuilt), sql.Identifier(live))
+        )
     return old
 
 
@@ -68,7 +74,12 @@ def drop_schema(conn: psycopg.Connection[Any], schema: str) -> None:
 
 
 def rebuild(
-    settings: Settings, *, swap_in: bool = True, keep_old: bool = False, batch_size: int = 5000, timeout: float = 3600.0
+    settings: Settings,
+    *,
+    swap_in: bool = True,
+    keep_old: bool = False,
+    batch_size: int = 5000,
+    timeout: float = 3600.0,
 ) -> RebuildResult:
     """Replay every event topic into a fresh schema and (by default) swap it in for the live one."""
     live = pg.schema_for(settings)
@@ -94,5 +105,10 @@ def rebuild(
                 drop_schema(conn, old)
                 old = None
     return RebuildResult(
-        schema=where, events=proj.processed, rejected=proj.rejected, seconds=seconds, swapped=swap_in, old_schema=old
+        schema=where,
+        events=proj.processed,
+        rejected=proj.rejected,
+        seconds=seconds,
+        swapped=swap_in,
+        old_schema=old,
     )

@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import OffsetSpec
 from psycopg import sql
 
 from pipeline import db, kafka, serde
@@ -43,7 +52,7 @@ log = get_logger(stage="projections")
 Position = tuple[str, int]
 
 
-class _Moved(Exception):  # noqa: N818 - control flow: the stored positions moved under us
+class _Moved(Exception):
     pass
 
 
@@ -66,7 +75,9 @@ def partitions_of(consumer: Consumer, topics: list[str], timeout: float = 30.0) 
     return out
 
 
-def stored_offsets(conn: psycopg.Connection[Any], schema: str, projection: str = PROJECTION) -> dict[Position, int]:
+def stored_offsets(
+    conn: psycopg.Connection[Any], schema: str, projection: str = PROJECTION
+) -> dict[Position, int]:
     recs = conn.execute(
         sql.SQL('SELECT topic, "partition", next_offset FROM {}.proj_offsets WHERE projection = %s').format(
             sql.Identifier(schema)
@@ -74,6 +85,20 @@ def stored_offsets(conn: psycopg.Connection[Any], schema: str, projection: str =
         (projection,),
     ).fetchall()
     return {(t, int(p)): int(o) for t, p, o in recs}
+
+
+def end_offsets(settings: Settings, partitions: list[Position], timeout: float = 30.0) -> dict[Position, int]:
+    """The last stable offset of each partition (the end a read_committed consumer can reach), in one request."""
+    client = kafka.admin(settings)
+    futures = client.list_offsets(
+        {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions},
+        isolation_level=IsolationLevel.READ_COMMITTED,
+        request_timeout=timeout,
+    )
+    try:
+        return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
+    except KafkaException as exc:
+        raise ServiceError("Kafka did not say where the topics end; is the broker up?") from exc
 
 
 @dataclass
@@ -112,7 +137,11 @@ class Projector:
         self.consumer = kafka.consumer(
             settings,
             group("projections", settings.topic_suffix),
-            **{"enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024, "queued.min.messages": 200_000},
+            **{
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "queued.min.messages": 200_000,
+            },
         )
         self._lock_key = f"tipline.projector:{self.schema}:{projection}"
         self._partitions: list[Position] = []
@@ -212,15 +241,13 @@ class Projector:
     # --- catching up --------------------------------------------------------------------------
 
     def high_watermarks(self) -> dict[Position, int]:
-        out: dict[Position, int] = {}
-        for t, p in self._partitions:
-            _low, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30)
-            out[(t, p)] = high
-        return out
+        return end_offsets(self.settings, self._partitions)
 
     def caught_up(self, targets: dict[Position, int]) -> bool:
         return all(
-            max(self.positions.get(tp, 0), self.eof.get(tp, 0)) >= target for tp, target in targets.items() if target > 0
+            max(self.positions.get(tp, 0), self.eof.get(tp, 0)) >= target
+            for tp, target in targets.items()
+            if target > 0
         )
 
     def run_until_caught_up(self, *, timeout: float = 600.0) -> int:

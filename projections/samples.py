@@ -13,7 +13,17 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from pipeline import events as ev
-from pipeline.topics import ASSESSED, CLASSIFIED, CLOSED, FOLLOWUP, PRIORITIZED, RECEIVED, REFERRED, SUBMITTED, TopicSpec
+from pipeline.topics import (
+    ASSESSED,
+    CLASSIFIED,
+    CLOSED,
+    FOLLOWUP,
+    PRIORITIZED,
+    RECEIVED,
+    REFERRED,
+    SUBMITTED,
+    TopicSpec,
+)
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 PROVINCES = ("ON", "BC", "AB", "NS", "QC", "MB", "SK", "NB", "NL", "PE", None)
@@ -62,12 +72,19 @@ def lifecycle(n: int, rng: random.Random, *, start: datetime = START, steps: int
         else ev.EncryptedContact(key_id="k1", nonce=rng.randbytes(12), ciphertext=rng.randbytes(40))
     )
     received_env = ev.Envelope.first(
-        submission_id=f"sub-{n}", event_type="ReportReceived", report_id=report_id, producer="ingest/0.1.0",
-        actor=SYSTEM, occurred_at=t,
+        submission_id=f"sub-{n}",
+        event_type="ReportReceived",
+        report_id=report_id,
+        producer="ingest/0.1.0",
+        actor=SYSTEM,
+        occurred_at=t,
     )
     urls = tuple(
-        ev.UrlRef(original=f"https://{h.lower()}.example/{n}/{i}", normalized=f"https://{h.lower()}.example/{n}/{i}",
-                  host=f"{h.lower()}.example")
+        ev.UrlRef(
+            original=f"https://{h.lower()}.example/{n}/{i}",
+            normalized=f"https://{h.lower()}.example/{n}/{i}",
+            host=f"{h.lower()}.example",
+        )
         for i, h in enumerate(hosts or ("CA",))
     )
     body = ev.ReportBody(
@@ -78,7 +95,9 @@ def lifecycle(n: int, rng: random.Random, *, start: datetime = START, steps: int
         reporter_category=category if rng.random() < 0.8 else None,
         description=f"Generated report {n}: a page that seemed to show a child.",
         incidents=(ev.Incident(incident_id=f"{report_id}/1", technology=ev.Technology.WEB_PAGE, urls=urls),),
-        victim=ev.Victim(age=rng.randint(5, 17), location=ev.Location(province=province)) if rng.random() < 0.3 else None,
+        victim=ev.Victim(age=rng.randint(5, 17), location=ev.Location(province=province))
+        if rng.random() < 0.3
+        else None,
         facts=ev.Facts(content=(ev.ContentKind.SEXUAL_IMAGE_OR_VIDEO,)),
         anonymous=anonymous,
         contact=contact,
@@ -87,37 +106,63 @@ def lifecycle(n: int, rng: random.Random, *, start: datetime = START, steps: int
     if steps <= 2:
         return out
 
-    def follow(cause: ev.Envelope, kind: str, producer: str, minutes: float, actor: ev.Actor = SYSTEM,
-               disc: str = "") -> ev.Envelope:
+    def follow(
+        cause: ev.Envelope, kind: str, producer: str, minutes: float, actor: ev.Actor = SYSTEM, disc: str = ""
+    ) -> ev.Envelope:
         nonlocal t
         t = t + timedelta(milliseconds=round(minutes * 60_000))  # Avro keeps milliseconds
-        return ev.Envelope.follow(cause, event_type=kind, producer=producer, actor=actor, occurred_at=t,
-                                  discriminator=disc)
+        return ev.Envelope.follow(
+            cause, event_type=kind, producer=producer, actor=actor, occurred_at=t, discriminator=disc
+        )
 
     pri_env = follow(received_env, "ReportPrioritized", "prioritize/0.1.0", rng.uniform(0.01, 2))
-    out.append(ev.ReportPrioritized(envelope=pri_env, level=level, arrival_seq=n, body=body, reasons=("content",)))
+    out.append(
+        ev.ReportPrioritized(envelope=pri_env, level=level, arrival_seq=n, body=body, reasons=("content",))
+    )
     if steps <= 3:
         return out
     cls = ev.IncidentClassification(
-        incident_id=f"{report_id}/1", reporter_category=body.reporter_category, assigned_category=category,
-        sections=SECTIONS.get(category, ()), verdict=ev.Verdict.CONFIRMED,
+        incident_id=f"{report_id}/1",
+        reporter_category=body.reporter_category,
+        assigned_category=category,
+        sections=SECTIONS.get(category, ()),
+        verdict=ev.Verdict.CONFIRMED,
     )
     cls_env = follow(pri_env, "ReportClassified", "classify/0.1.0", rng.uniform(0.01, 5))
-    out.append(ev.ReportClassified(envelope=cls_env, level=level, arrival_seq=n, incidents=(cls,),
-                                   needs_analyst_review=False, body=body))
+    out.append(
+        ev.ReportClassified(
+            envelope=cls_env,
+            level=level,
+            arrival_seq=n,
+            incidents=(cls,),
+            needs_analyst_review=False,
+            body=body,
+        )
+    )
     if steps <= 4:
         return out
     roll = rng.random()
     determination = (
-        ev.Determination.POTENTIALLY_ILLEGAL if roll < 0.45
-        else ev.Determination.NOT_ILLEGAL if roll < 0.75
-        else ev.Determination.INFORMATIONAL if roll < 0.95
+        ev.Determination.POTENTIALLY_ILLEGAL
+        if roll < 0.45
+        else ev.Determination.NOT_ILLEGAL
+        if roll < 0.75
+        else ev.Determination.INFORMATIONAL
+        if roll < 0.95
         else ev.Determination.OUTSIDE_MANDATE
     )
     child = determination is ev.Determination.POTENTIALLY_ILLEGAL and rng.random() < 0.2
     as_env = follow(cls_env, "ReportAssessed", "assess/0.1.0", rng.uniform(5, 600), ANALYST)
-    out.append(ev.ReportAssessed(envelope=as_env, determination=determination, child_may_need_protection=child,
-                                 level=level, classification=(cls,), body=body))
+    out.append(
+        ev.ReportAssessed(
+            envelope=as_env,
+            determination=determination,
+            child_may_need_protection=child,
+            level=level,
+            classification=(cls,),
+            body=body,
+        )
+    )
     if steps <= 5:
         return out
     domestic = foreign = 0
@@ -126,26 +171,59 @@ def lifecycle(n: int, rng: random.Random, *, start: datetime = START, steps: int
         recipients: list[ev.Recipient] = []
         foreign_hosts = [h for h in hosts if h != "CA"]
         if not foreign_hosts or rng.random() < 0.2:
-            recipients.append(ev.Recipient(kind=ev.RecipientKind.POLICE, name="RCMP NCECC", jurisdiction="CA",
-                                           domestic=True, verified=True, source="shared/domain/hotlines.csv"))
+            recipients.append(
+                ev.Recipient(
+                    kind=ev.RecipientKind.POLICE,
+                    name="RCMP NCECC",
+                    jurisdiction="CA",
+                    domestic=True,
+                    verified=True,
+                    source="shared/domain/hotlines.csv",
+                )
+            )
             domestic += 1
         for h in foreign_hosts:
-            recipients.append(ev.Recipient(kind=ev.RecipientKind.INHOPE_HOTLINE, name=f"Hotline {h}",
-                                           jurisdiction=h, domestic=False, verified=False,
-                                           source="shared/domain/hotlines.csv"))
+            recipients.append(
+                ev.Recipient(
+                    kind=ev.RecipientKind.INHOPE_HOTLINE,
+                    name=f"Hotline {h}",
+                    jurisdiction=h,
+                    domestic=False,
+                    verified=False,
+                    source="shared/domain/hotlines.csv",
+                )
+            )
             foreign += 1
         if child:
-            recipients.append(ev.Recipient(kind=ev.RecipientKind.CHILD_PROTECTION, name="Child protection",
-                                           jurisdiction=province or "ON", domestic=True, verified=False,
-                                           source="shared/domain/jurisdictions.csv"))
+            recipients.append(
+                ev.Recipient(
+                    kind=ev.RecipientKind.CHILD_PROTECTION,
+                    name="Child protection",
+                    jurisdiction=province or "ON",
+                    domestic=True,
+                    verified=False,
+                    source="shared/domain/jurisdictions.csv",
+                )
+            )
         for r in recipients:
             env = follow(as_env, "ReportReferred", "route/0.1.0", 0.01, disc=r.name)
-            out.append(ev.ReportReferred(envelope=env, recipient=r, category=category, urls=tuple(u.normalized for u in urls)))
+            out.append(
+                ev.ReportReferred(
+                    envelope=env, recipient=r, category=category, urls=tuple(u.normalized for u in urls)
+                )
+            )
         referrals = len(recipients)
     elif contact is not None:
         env = follow(as_env, "FollowUpRequested", "route/0.1.0", 0.01)
-        out.append(ev.FollowUpRequested(envelope=env, kind=ev.FollowUpKind.INFORMATIONAL, language=body.language,
-                                        message_template="informational.v1", contact=contact))
+        out.append(
+            ev.FollowUpRequested(
+                envelope=env,
+                kind=ev.FollowUpKind.INFORMATIONAL,
+                language=body.language,
+                message_template="informational.v1",
+                contact=contact,
+            )
+        )
     if steps <= 6:
         return out
     outcome = {
@@ -155,7 +233,19 @@ def lifecycle(n: int, rng: random.Random, *, start: datetime = START, steps: int
         ev.Determination.OUTSIDE_MANDATE: ev.Outcome.OUTSIDE_MANDATE,
     }[determination]
     env = follow(as_env, "ReportClosed", "route/0.1.0", rng.uniform(0.01, 1))
-    out.append(ev.ReportClosed(envelope=env, outcome=outcome, referrals=referrals, domestic_police=domestic,
-                               foreign_police=foreign, child_protection=child, category=category, province=province,
-                               hosting_countries=hosts, received_at=body.received_at, closed_reason=str(outcome)))
+    out.append(
+        ev.ReportClosed(
+            envelope=env,
+            outcome=outcome,
+            referrals=referrals,
+            domestic_police=domestic,
+            foreign_police=foreign,
+            child_protection=child,
+            category=category,
+            province=province,
+            hosting_countries=hosts,
+            received_at=body.received_at,
+            closed_reason=str(outcome),
+        )
+    )
     return out

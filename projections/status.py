@@ -5,12 +5,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import TopicPartition
-
 from pipeline import db, kafka
 from pipeline.settings import Settings
 from projections import model, pg
-from projections.runner import event_topics, partitions_of, stored_offsets
+from projections.runner import end_offsets, event_topics, partitions_of, stored_offsets
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,10 +38,12 @@ def status(settings: Settings) -> tuple[list[PartitionStatus], dict[str, int]]:
         }
     cons = kafka.consumer(settings, f"tipline.projections.status.{uuid.uuid4().hex}")
     try:
-        rows = []
-        for t, p in partitions_of(cons, event_topics(settings)):
-            low, high = cons.get_watermark_offsets(TopicPartition(t, p), timeout=30)
-            rows.append(PartitionStatus(topic=t, partition=p, next_offset=stored.get((t, p), low), end=high))
+        parts = partitions_of(cons, event_topics(settings))
     finally:
         cons.close()
+    ends = end_offsets(settings, parts)
+    rows = [
+        PartitionStatus(topic=t, partition=p, next_offset=stored.get((t, p), 0), end=ends[(t, p)])
+        for t, p in parts
+    ]
     return rows, per_step

@@ -1,0 +1,116 @@
+"""Benchmark: `tipline projections rebuild` speed, in events per second, beside a raw consume.
+
+Generates N whole reports (``projections.samples.lifecycle``: received to closed, about 6 events
+each) onto a fresh, suffixed set of topics, then in the same process measures:
+
+1. raw consume: confluent-kafka reads every record of those topics (no decoding): the ceiling;
+2. consume + decode: the same, decoding each record with ``pipeline.serde``;
+3. rebuild: the projector replays every topic into a fresh schema (decode, fold, COPY + upsert, offsets
+   in the same transaction) and swaps it in.
+
+Run: ``.venv/bin/python scripts/bench_rebuild.py [--reports 20000]``. Prints figures; asserts nothing.
+Target: rebuild at 20,000 events/s or more. Topics and schema are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+import uuid
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+from pipeline import db, kafka, serde
+from pipeline.settings import Settings
+from pipeline.topics import EVENT_TOPICS, name
+from projections import pg, samples
+from projections.rebuild import drop_schema, rebuild
+from projections.runner import end_offsets, event_topics, partitions_of
+
+TARGET = 20_000
+
+
+def produce(settings: Settings, reports: int, seed: int) -> int:
+    rng = random.Random(seed)  # noqa: S311 - reproducible generated stream, not security
+    prod = kafka.producer(settings, **{"linger.ms": 50, "batch.size": 1_000_000})
+    n = 0
+    for i in range(reports):
+        for e in samples.lifecycle(i, rng):
+            topic = name(samples.topic_for(e), settings.topic_suffix)
+            while True:
+                try:
+                    prod.produce(topic, key=e.envelope.report_id.encode(), value=serde.encode(e))
+                    break
+                except BufferError:
+                    prod.poll(0.1)
+            n += 1
+        prod.poll(0)
+    if prod.flush(120) != 0:
+        raise SystemExit("the broker did not acknowledge every record")
+    return n
+
+
+def raw_consume(settings: Settings, *, decode: bool) -> tuple[int, float]:
+    cons = kafka.consumer(
+        settings,
+        f"bench.raw.{uuid.uuid4().hex}",
+        **{"enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024, "queued.min.messages": 200_000},
+    )
+    try:
+        parts = partitions_of(cons, event_topics(settings))
+        targets = {tp: end for tp, end in end_offsets(settings, parts).items() if end > 0}
+        started = time.perf_counter()
+        cons.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+        reached: dict[tuple[str, int], int] = {}
+        n = 0
+        while any(reached.get(tp, 0) < h for tp, h in targets.items()):
+            for m in cons.consume(5000, 0.5):
+                err = m.error()
+                tp = (m.topic(), m.partition())
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        reached[tp] = max(reached.get(tp, 0), m.offset())
+                    continue
+                reached[tp] = m.offset() + 1
+                if decode:
+                    serde.decode(m.value())
+                n += 1
+        return n, time.perf_counter() - started
+    finally:
+        cons.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reports", type=int, default=20_000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=5000)
+    args = ap.parse_args()
+    settings = Settings.from_env().with_suffix(f".bench{uuid.uuid4().hex[:8]}")
+    kafka.ensure_topics(settings, EVENT_TOPICS)
+    try:
+        t0 = time.perf_counter()
+        n = produce(settings, args.reports, args.seed)
+        print(f"generated {args.reports:,} reports = {n:,} events in {time.perf_counter() - t0:.1f} s")
+        raw_n, raw_s = raw_consume(settings, decode=False)
+        dec_n, dec_s = raw_consume(settings, decode=True)
+        r = rebuild(settings, batch_size=args.batch)
+        raw_rate, dec_rate = raw_n / raw_s, dec_n / dec_s
+        print(f"raw consume        {raw_rate:>10,.0f} events/s  ({raw_n:,} in {raw_s:.2f} s)")
+        print(f"consume + decode   {dec_rate:>10,.0f} events/s  ({dec_n:,} in {dec_s:.2f} s)")
+        print(
+            f"rebuild            {r.events_per_second:>10,.0f} events/s  ({r.events:,} in {r.seconds:.2f} s)"
+        )
+        print(f"rebuild / raw consume      {r.events_per_second / raw_rate:.2f}")
+        print(f"rebuild / consume + decode {r.events_per_second / dec_rate:.2f}")
+        verdict = "meets" if r.events_per_second >= TARGET else "MISSES"
+        print(f"target {TARGET:,} events/s: rebuild {verdict} it on this machine")
+    finally:
+        with db.connect(settings, autocommit=True) as conn:
+            drop_schema(conn, pg.schema_for(settings))
+        kafka.admin(settings).delete_topics([name(s, settings.topic_suffix) for s in EVENT_TOPICS])
+
+
+if __name__ == "__main__":
+    main()
