@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pipeline import kafka, serde
-from pipeline.classify.logic import authorize, latest, override
+from pipeline.classify.logic import authorize, latest, override, repeats
 from pipeline.classify.rules import Tables
 from pipeline.errors import SerdeError, ServiceError, TiplineError
 from pipeline.events import ActorKind, Category, ReportClassified
@@ -39,6 +39,7 @@ def read_classifications(
     )
     key = report_id.encode()
     found: list[ReportClassified] = []
+    deadline = time.monotonic() + timeout
     try:
         try:
             metadata = cons.list_topics(timeout=timeout)
@@ -53,14 +54,13 @@ def read_classifications(
             if meta is None or meta.error is not None:
                 continue
             for partition in meta.partitions:
-                low, high = cons.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+                low, high = _watermarks(cons, TopicPartition(topic, partition), deadline)
                 if high > low:
                     pending.add((topic, partition))
                     assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
         if not assignment:
             return []
         cons.assign(assignment)
-        deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
                 raise ServiceError(
@@ -73,6 +73,21 @@ def read_classifications(
         cons.close()
     found.sort(key=lambda c: c.envelope.occurred_at)
     return found
+
+
+def _watermarks(cons: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+    """A partition's offsets; a topic made a moment ago may still be electing its leader, so retry."""
+    while True:
+        try:
+            low, high = cons.get_watermark_offsets(tp, timeout=max(0.5, deadline - time.monotonic()))
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise ServiceError(
+                    f"Kafka gave no offsets for {tp.topic}/{tp.partition} ({exc.args[0].str()}); try again."
+                ) from exc
+            time.sleep(0.1)  # a short pause between retries of a leader election, bounded by the deadline
+            continue
+        return int(low), int(high)
 
 
 def _take(msg: Message, key: bytes, pending: set[tuple[str, int]], found: list[ReportClassified]) -> None:
@@ -99,7 +114,7 @@ def _take(msg: Message, key: bytes, pending: set[tuple[str, int]], found: list[R
 class OverrideResult:
     event: ReportClassified
     written: bool
-    """False when the very same override was already in the log (nothing written twice)."""
+    """False when the classification in force is already this very override (nothing written twice)."""
 
 
 def record_override(
@@ -138,10 +153,8 @@ def record_override(
         now=datetime.now(UTC),
         incident_ids=incident_ids,
     )
-    if any(c.envelope.event_id == event.envelope.event_id for c in history):
-        return OverrideResult(
-            event=next(c for c in history if c.envelope.event_id == event.envelope.event_id), written=False
-        )
+    if repeats(previous, event):
+        return OverrideResult(event=previous, written=False)
     _produce(settings, event)
     return OverrideResult(event=event, written=True)
 

@@ -312,6 +312,16 @@ def latest(history: Iterable[ReportClassified]) -> ReportClassified | None:
     return current[-1] if current else None
 
 
+def repeats(previous: ReportClassified, candidate: ReportClassified) -> bool:
+    """True when ``candidate`` would say again what the override ``previous`` already says (same analyst)."""
+    return (
+        previous.supersedes is not None
+        and previous.envelope.actor == candidate.envelope.actor
+        and previous.override_reason == candidate.override_reason
+        and previous.incidents == candidate.incidents
+    )
+
+
 def override(
     previous: ReportClassified,
     *,
