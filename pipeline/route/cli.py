@@ -95,3 +95,23 @@ def locate_command(
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+@app.command("run")
+def run_command(
+    demo: Annotated[
+        bool,
+        typer.Option(help="Locate hosts with the demo host table (data/demo_hosts.csv), never the network."),
+    ] = False,
+    instance: Annotated[
+        str, typer.Option(help="Stable name of this replica, part of its transactional id.")
+    ] = "0",
+    tables: TablesOption = None,
+) -> None:
+    """Run the route stage until stopped; like `tipline stage route`, with a choice of resolver."""
+    from pipeline.route.stage import spec
+    from pipeline.runtime import run_stage
+
+    settings = bootstrap.settings()
+    resolver: Resolver = demo_resolver() if demo else SocketResolver()
+    run_stage(spec(settings, tables_dir=tables, resolver=resolver), settings, instance=instance)
