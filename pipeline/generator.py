@@ -28,8 +28,10 @@ not depend on ``n``. Nothing reads the clock: without ``start``, times begin at 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import random
+import secrets
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -209,7 +211,7 @@ def generate_events(
     n: int,
     seed: int,
     *,
-    encrypt: EncryptContact,
+    encrypt: EncryptContact | None = None,
     start: datetime | None = None,
     reports_per_day: float = REPORTS_PER_DAY,
     tables: Tables | None = None,
@@ -218,15 +220,34 @@ def generate_events(
 
     Each dict goes through ``pipeline.ingest.logic.parse_report`` and ``to_submitted`` (so an event is
     exactly what the HTTP endpoint would publish, with ``occurred_at`` = the submission time); a contact
-    is encrypted with ``encrypt``.
+    is encrypted with ``encrypt``. Without it, contacts are encrypted under a throwaway key that is never
+    kept: each event has the size and shape of a real one and nobody can read the contact (for benchmarks;
+    a demo that sends follow-ups binds ``pipeline.ingest.crypto.encrypt_contact``).
     """
     # Imported here: the generator itself needs only the event classes.
-    from pipeline.ingest import logic  # noqa: PLC0415
+    from pipeline.ingest import logic
 
+    if encrypt is None:
+        encrypt = _throwaway_encryption()
     for sub in generate_submissions(n, seed, start=start, reports_per_day=reports_per_day, tables=tables):
         parsed = logic.parse_report(sub.report)
         contact = None if parsed.contact is None else encrypt(parsed.report_id, parsed.contact)
         yield logic.to_submitted(parsed, channel=sub.channel, now=sub.submitted_at, contact=contact)
+
+
+def _throwaway_encryption() -> EncryptContact:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+
+    def encrypt(report_id: str, contact: Mapping[str, str]) -> EncryptedContact:
+        nonce = secrets.token_bytes(12)
+        plaintext = json.dumps(dict(contact), sort_keys=True, separators=(",", ":")).encode()
+        return EncryptedContact(
+            key_id=report_id, nonce=nonce, ciphertext=aead.encrypt(nonce, plaintext, report_id.encode())
+        )
+
+    return encrypt
 
 
 def technologies(report: dict[str, Any]) -> frozenset[Technology]:

@@ -349,3 +349,17 @@ def test_evenings_in_canada_are_busier_than_mornings(subs: list[gen.Submission])
     evening = sum(hours[h] for h in (0, 1, 2, 3, 4))
     morning = sum(hours[h] for h in (12, 13, 14, 15, 16))
     assert evening > 1.8 * morning
+
+
+def test_without_an_encrypter_contacts_are_sealed_under_a_throwaway_key(subs: list[gen.Submission]) -> None:
+    """Events made without ``encrypt`` still carry each contact, encrypted, never the clear details."""
+    events = list(gen.generate_events(60, SEED, start=START))
+    for sub, event in zip(subs[:60], events, strict=True):
+        if sub.report["contact"] is None:
+            assert event.contact is None
+            continue
+        assert event.contact is not None
+        assert event.contact.key_id == event.envelope.report_id
+        assert sub.report["contact"]["email"].encode() not in event.contact.ciphertext
+        assert len(event.contact.ciphertext) > len(sub.report["contact"]["email"])
+    assert any(e.contact is not None for e in events)
