@@ -345,6 +345,11 @@ def sections_of(event: ReportAssessed) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s for c in event.classification for s in c.sections))
 
 
+def tags_of(event: ReportAssessed) -> tuple[str, ...]:
+    """The classification's tags (sextortion...), each once, for the trend figures."""
+    return tuple(dict.fromkeys(t for c in event.classification for t in c.tags))
+
+
 def require_assessment(event: object) -> ReportAssessed:
     if not isinstance(event, ReportAssessed):
         kind = getattr(getattr(event, "envelope", None), "event_type", type(event).__name__)
@@ -411,6 +416,7 @@ def _refer(
             received_at=body.received_at,
             closed_reason=f"referred to {len(drafts)} recipient(s): {domestic_police} police in Canada, "
             f"{foreign} abroad" + (", child protection" if child_protection else ""),
+            tags=tags_of(event),
         )
     )
     return out
@@ -466,6 +472,7 @@ def _close_unreferred(event: ReportAssessed, now: datetime) -> list[RouteEvent]:
             category=category_of(event),
             received_at=body.received_at,
             closed_reason=reason,
+            tags=tags_of(event),
         )
     )
     return out

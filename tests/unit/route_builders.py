@@ -39,6 +39,7 @@ def assessed(
     event_id: str | None = None,
     supersedes: str | None = None,
     category: ev.Category | None = ev.Category.CSAM,
+    tags: tuple[str, ...] = (),
 ) -> ev.ReportAssessed:
     report_id = report_id or str(uuid.uuid4())
     incidents: list[ev.Incident] = []
@@ -95,6 +96,7 @@ def assessed(
                 assigned_category=category,
                 sections=("163.1(2)", "163.1(4)"),
                 verdict=ev.Verdict.CONFIRMED,
+                tags=tags,
             ),
         ),
         body=body,

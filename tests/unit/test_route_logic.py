@@ -310,3 +310,14 @@ def test_many_urls_in_one_country_are_one_referral() -> None:
     found = referrals(route(assessed(urls=urls)))
     assert list(found) == ["inhope_hotline:NL"]
     assert found["inhope_hotline:NL"].urls == urls
+
+
+@pytest.mark.parametrize(
+    "determination", [ev.Determination.POTENTIALLY_ILLEGAL, ev.Determination.NOT_ILLEGAL]
+)
+def test_close_carries_the_classification_tags(determination: ev.Determination) -> None:
+    """The close carries the classification's tags (sextortion is a trend, not a category), each once."""
+    close = closed(
+        route(assessed(urls=(NL,), determination=determination, tags=("sextortion", "sextortion")))
+    )
+    assert close.tags == ("sextortion",)
