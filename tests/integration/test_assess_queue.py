@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from pipeline.assess import logic, queue
 from pipeline.db import connect
@@ -317,3 +318,26 @@ def test_automated_assessment_is_replayed_identically(conn: Any, settings: Setti
     assert item is not None
     assert item.status == "decided"
     assert queue.claim_next(conn, settings.topic_suffix, "ana", now=NOW) is None
+
+
+def test_queue_logs_carry_no_description_note_or_contact(conn: Any, settings: Settings) -> None:
+    """Enqueueing, claiming and deciding log ids and outcomes only: never the description, note or contact."""
+    ns = settings.topic_suffix
+    report = classified(with_contact=True, description="secret-description-text")
+    produced: list[ReportAssessed] = []
+    with capture_logs() as logs:
+        enqueue(conn, settings, report)
+        queue.claim_next(conn, ns, "ana", now=NOW)
+        queue.record_decision(
+            conn,
+            produced.append,
+            ns,
+            request(report.envelope.report_id, "ana", Determination.NOT_ILLEGAL, note="secret-note-text"),
+            now=NOW,
+        )
+    events = [entry["event"] for entry in logs]
+    assert events == ["report_enqueued", "report_claimed", "report_assessed"]
+    text = repr(logs)
+    for secret in ("secret-description-text", "secret-note-text", "sealed-contact-bytes", "https://"):
+        assert secret not in text
+    assert produced[0].note == "secret-note-text"
