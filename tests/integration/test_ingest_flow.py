@@ -162,7 +162,7 @@ def test_duplicate_urls_and_hashes_link_reports(settings: Settings, topics: None
     ids = [client.submit_report(settings, r).report_id for r in reports]
     with StageThread(spec(settings), settings):
         got = _received(consume(settings, RECEIVED, count=len(reports), timeout=60).events)
-    shared = sorted((got[i] for i in ids[:3]), key=lambda r: r.body.report_number)
+    shared = sorted((got[i] for i in ids[:3]), key=lambda r: int(r.body.report_number.rsplit("-", 1)[1]))
     anchor = shared[0]
     assert (anchor.body.linked_to, anchor.body.reporters_count) == (None, 1)
     assert [(r.body.linked_to, r.body.reporters_count) for r in shared[1:]] == [
@@ -170,7 +170,7 @@ def test_duplicate_urls_and_hashes_link_reports(settings: Settings, topics: None
         (anchor.envelope.report_id, 3),
     ]
     assert (got[ids[3]].body.linked_to, got[ids[3]].body.reporters_count) == (None, 1)
-    by_hash = sorted((got[i] for i in ids[4:]), key=lambda r: r.body.report_number)
+    by_hash = sorted((got[i] for i in ids[4:]), key=lambda r: int(r.body.report_number.rsplit("-", 1)[1]))
     assert by_hash[0].body.linked_to is None
     assert (by_hash[1].body.linked_to, by_hash[1].body.reporters_count) == (by_hash[0].envelope.report_id, 2)
 
