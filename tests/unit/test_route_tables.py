@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import ipaddress
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.route import logic
-from pipeline.route.resolve import FixedResolver, country_of, demo_resolver, locate
+from pipeline.route.resolve import FixedResolver, SocketResolver, country_of, demo_resolver, locate
 from pipeline.route.tables import DATA_DIR, DEMO_HOSTS_FILE, load_tables
 from pipeline.route.templates import MESSAGES_FILE, check_templates, load_templates
 from pipeline.settings import Settings
@@ -192,3 +193,16 @@ def test_a_template_with_an_unknown_placeholder_is_refused(tmp_path: Path) -> No
         fh.write('extra.en,informational,en,Hi {email},"body"\n')
     with pytest.raises(ConfigError, match="unknown placeholder"):
         load_templates(path)
+
+
+def test_system_resolver_answers_localhost_from_the_hosts_file() -> None:
+    """The system resolver (no network for localhost) finds loopback addresses, which map to no country."""
+    resolver = SocketResolver(timeout_s=2.0)
+    try:
+        addresses = resolver.addresses("localhost")
+        found = locate("localhost", resolver)
+    finally:
+        resolver.close()
+    assert addresses
+    assert all(ipaddress.ip_address(a).is_loopback for a in addresses)
+    assert (found.country, found.problem) == (None, "resolves to no country's address")
