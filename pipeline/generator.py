@@ -939,3 +939,60 @@ class _Report:
             technologies=technologies(report),
         )
         return Submission(report=report, channel=channel, submitted_at=self.submitted_at, truth=truth)
+
+
+# --- Figures of a stream -------------------------------------------------------------------------------
+
+
+def summarize(subs: Sequence[Submission]) -> dict[str, float]:
+    """The figures of a generated stream that the published ones constrain (shares are 0..1)."""
+    n = len(subs)
+    if n == 0:
+        return {"reports": 0.0}
+    csam = [s for s in subs if s.truth.category is Category.CSAM]
+    countries = [c for s in subs for c in s.truth.url_countries]
+    urls = [u for s in subs for u in s.report["urls"]]
+    seen: dict[str, int] = {}
+    for u in urls:
+        seen[u] = seen.get(u, 0) + 1
+    days = (subs[-1].submitted_at - subs[0].submitted_at).total_seconds() / 86_400
+    figures = {
+        "reports": float(n),
+        "urls_per_csam_report": sum(len(s.report["urls"]) for s in csam) / max(len(csam), 1),
+        "incidents_per_report": sum(len(s.truth.technologies) for s in subs) / n,
+        "share_victim_or_suspect": sum(1 for s in subs if s.report["victim"] or s.report["suspect"]) / n,
+        "share_anonymous": sum(1 for s in subs if s.report["anonymous"]) / n,
+        "share_french": sum(1 for s in subs if s.report["language"] == "fr") / n,
+        "share_not_sure": sum(1 for s in subs if s.report["category"] is None) / n,
+        "share_wrong_category": sum(1 for s in subs if s.report["category"] not in (None, s.truth.category))
+        / n,
+        "share_url_mentions_repeated": sum(c for c in seen.values() if c > 1) / max(len(urls), 1),
+        "reports_per_day": (n - 1) / days if days > 0 else 0.0,
+    }
+    for cat in Category:
+        figures[f"category_{cat}"] = sum(1 for s in subs if s.truth.category is cat) / n
+    for origin in ("ON", "international", "unknown", "BC", "AB", "QC"):
+        figures[f"origin_{origin}"] = sum(1 for s in subs if s.truth.origin == origin) / n
+    for country in ("GB", "NL", "DE", "US", "CA"):
+        figures[f"hosting_{country}"] = countries.count(country) / max(len(countries), 1)
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m pipeline.generator [n] [seed]``: generate a stream, print its figures and the speed."""
+    import sys
+    import time
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    n = int(args[0]) if args else 10_000
+    seed = int(args[1]) if len(args) > 1 else 1
+    began = time.perf_counter()
+    subs = list(generate_submissions(n, seed))
+    took = time.perf_counter() - began
+    for key, value in summarize(subs).items():
+        print(f"{key:36} {value:10.4f}")
+    print(f"{'generated_reports_per_s':36} {n / took:10.0f}")
+
+
+if __name__ == "__main__":
+    main()

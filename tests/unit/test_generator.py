@@ -363,3 +363,13 @@ def test_without_an_encrypter_contacts_are_sealed_under_a_throwaway_key(subs: li
         assert sub.report["contact"]["email"].encode() not in event.contact.ciphertext
         assert len(event.contact.ciphertext) > len(sub.report["contact"]["email"])
     assert any(e.contact is not None for e in events)
+
+
+def test_summary_figures_match_the_stream(subs: list[gen.Submission]) -> None:
+    """summarize() reports the stream's figures: shares add up and match the published targets."""
+    figures = gen.summarize(subs)
+    assert figures["reports"] == N
+    assert sum(v for k, v in figures.items() if k.startswith("category_")) == pytest.approx(1.0)
+    assert figures["urls_per_csam_report"] == pytest.approx(4.9, abs=0.5)
+    assert figures["share_anonymous"] == pytest.approx(0.6, abs=0.04)
+    assert gen.summarize([]) == {"reports": 0.0}
