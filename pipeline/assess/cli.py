@@ -8,6 +8,8 @@ the analyst's job) but it is never logged.
 
 from __future__ import annotations
 
+import signal
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -150,8 +152,12 @@ def simulate(
         int, typer.Option(min=1, max=32, help="How many simulated analysts work at once.")
     ] = 1,
     until_empty: Annotated[
-        bool, typer.Option("--until-empty/--forever", help="Stop when no report is waiting.")
-    ] = True,
+        bool,
+        typer.Option(
+            "--until-empty/--forever",
+            help="Stop once no report is waiting, or (the default) run until SIGTERM/SIGINT.",
+        ),
+    ] = False,
     idle_seconds: Annotated[
         float, typer.Option(min=0, help="With --until-empty: how long the queue must stay empty first.")
     ] = 2.0,
@@ -159,6 +165,11 @@ def simulate(
 ) -> None:
     """Run simulated analysts (labelled `simulated:seed=N` in every event) through the same queue."""
     settings = bootstrap.settings()
+    stop = threading.Event()
+    # A stopped (SIGTERM) analyst finishes the decision in hand; a killed one (SIGKILL) leaves a claim
+    # that the same worker name takes back when restarted, or that expires for the others.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     summary = queue.simulate(
         settings,
         seed=seed,
@@ -166,6 +177,7 @@ def simulate(
         until_empty=until_empty,
         idle_s=idle_seconds,
         ttl=timedelta(minutes=claim_minutes),
+        stop=stop,
     )
     table = Table(title=f"Simulated determinations (seed={seed})")
     table.add_column("determination")

@@ -603,7 +603,8 @@ def simulate(
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        while t.is_alive():
+            t.join(0.5)  # short waits keep the main thread responsive to SIGTERM/SIGINT
     if errors:
         raise errors[0]
     return summary

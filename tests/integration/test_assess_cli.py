@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -147,7 +148,9 @@ def test_simulated_analysts_decide_everything_reproducibly(
     make_topics(ASSESSED)
     reports = [classified(level=1 + i % 4, arrival_seq=i) for i in range(24)]
     enqueue(settings, *reports)
-    result = tipline(settings, "simulate", "--seed", "7", "--analysts", "2", "--idle-seconds", "0.5")
+    result = tipline(
+        settings, "simulate", "--seed", "7", "--analysts", "2", "--until-empty", "--idle-seconds", "0.5"
+    )
     assert result.returncode == 0, result.stderr
     assert "recorded 24 determinations" in " ".join(result.stdout.split())
     events = consume(settings, ASSESSED, count=24, timeout=60, settle=1.0).events
@@ -158,3 +161,42 @@ def test_simulated_analysts_decide_everything_reproducibly(
         (ActorKind.SIMULATED, "simulated:seed=7")
     }
     assert Counter(e.determination for e in events)[Determination.POTENTIALLY_ILLEGAL] > 0
+
+
+def test_simulate_runs_until_sigterm_and_decides_reports_arriving_meanwhile(
+    settings: Settings, make_topics: Callable[..., list[str]]
+) -> None:
+    """By default simulated analysts wait for work, decide what arrives, and exit cleanly on SIGTERM."""
+    make_topics(ASSESSED)
+    env = {**os.environ, "TIPLINE_TOPIC_SUFFIX": settings.topic_suffix}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "analyst", "simulate", "--seed", "3", "--analysts", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        reports = [classified(arrival_seq=i) for i in range(6)]
+        enqueue(settings, *reports)
+        events = consume(settings, ASSESSED, count=6, timeout=60).events
+        assert {e.envelope.report_id for e in events} == {r.envelope.report_id for r in reports}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert "recorded 6 determinations" in " ".join(out.decode().split())
+
+
+def test_a_restarted_simulated_analyst_takes_back_its_own_claim(
+    settings: Settings, make_topics: Callable[..., list[str]]
+) -> None:
+    """A claim left by a killed simulated worker is resumed by the same worker name, without waiting."""
+    make_topics(ASSESSED)
+    report = classified()
+    enqueue(settings, report)
+    with connect(settings) as c:
+        held = queue.claim_next(c, settings.topic_suffix, "simulated.seed7.0", now=datetime.now(UTC))
+    assert held is not None
+    summary = queue.simulate(settings, seed=7, analysts=1, until_empty=True, idle_s=0.0)
+    assert summary.decided == 1
+    assert summary.by_worker == Counter({"simulated.seed7.0": 1})
