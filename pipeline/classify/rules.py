@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import enum
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -77,7 +77,7 @@ class Rule:
     predicates: tuple[Predicate, ...]
 
     def holds(self, facts: FactView) -> bool:
-        return all(p(facts) for p in self.predicates)
+        return all(predicate(facts) for predicate in self.predicates)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -103,10 +103,12 @@ class Tables:
     sections: Mapping[str, Section]
     """In the order of the Criminal Code table: an incident's sections are listed in this order."""
     rules: tuple[Rule, ...]
+    order: Mapping[str, int] = field(default_factory=dict)
+    """Each section's position in the Criminal Code table (filled in by ``load_tables``)."""
 
     def sort_sections(self, sections: Iterable[str]) -> tuple[str, ...]:
-        order = {s: i for i, s in enumerate(self.sections)}
-        return tuple(sorted(set(sections), key=lambda s: order[s]))
+        order = self.order or {s: i for i, s in enumerate(self.sections)}
+        return tuple(sorted(set(sections), key=order.__getitem__))
 
 
 # --- Reading ---------------------------------------------------------------------------------------
@@ -225,6 +227,7 @@ def load_tables(
         categories=load_categories(categories, sections),
         sections=sections,
         rules=load_rules(rules, sections),
+        order={s: i for i, s in enumerate(sections)},
     )
 
 
