@@ -37,6 +37,7 @@ from pipeline.events import (
     Technology,
     Verdict,
     Victim,
+    derive_event_id,
 )
 from pipeline.topics import LANES
 
@@ -259,6 +260,14 @@ def classify(event: ReportPrioritized, tables: Tables, now: datetime) -> ReportC
     """The classification of a prioritized report, on the same priority level, carrying the body forward."""
     validate(event)
     incidents = tuple(classify_incident(event.body, inc, tables) for inc in event.body.incidents)
+    supersedes = None
+    if event.supersedes:
+        # A re-prioritized report (raised to a more urgent lane): this classification replaces the one this
+        # stage made of the earlier prioritization, whose id is derived the same way, so a consumer can drop
+        # that one if it arrives late from the slower lane.
+        supersedes = derive_event_id(event.supersedes, EVENT_TYPE, "")
+        note = f"re-prioritized to level {event.level}: supersedes the classification at the earlier level"
+        incidents = tuple(replace(c, reasons=(*c.reasons, note)) for c in incidents)
     return ReportClassified(
         envelope=Envelope.follow(
             event.envelope, event_type=EVENT_TYPE, producer=PRODUCER, actor=STAGE_ACTOR, occurred_at=now
@@ -268,6 +277,7 @@ def classify(event: ReportPrioritized, tables: Tables, now: datetime) -> ReportC
         arrival_seq=event.arrival_seq,
         incidents=incidents,
         needs_analyst_review=any(c.verdict == Verdict.UNCLASSIFIABLE for c in incidents),
+        supersedes=supersedes,
         body=event.body,
     )
 

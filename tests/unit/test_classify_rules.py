@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -573,3 +573,22 @@ def test_reasons_never_carry_the_description(tables: Tables) -> None:
     event = prioritized(content=(IMG,), actions=(M.SHARED,))
     out = classify(event, tables, NOW)
     assert all(event.body.description not in r for r in out.incidents[0].reasons)
+
+
+def test_reprioritized_report_supersedes_its_earlier_classification(tables: Tables) -> None:
+    """A report raised to a more urgent lane supersedes the classification made at its earlier level."""
+    earlier = prioritized(content=(IMG,), actions=(M.SHARED,), level=3)
+    raised = replace(
+        earlier,
+        envelope=replace(earlier.envelope, event_id="raised-1"),
+        level=1,
+        supersedes=earlier.envelope.event_id,
+    )
+    first = classify(earlier, tables, NOW)
+    second = classify(raised, tables, NOW)
+    assert first.supersedes is None
+    assert second.supersedes == first.envelope.event_id
+    assert second.level == 1
+    assert second.incidents[0].sections == first.incidents[0].sections
+    assert "re-prioritized" in second.incidents[0].reasons[-1]
+    assert second.override_reason is None
