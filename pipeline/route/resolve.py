@@ -14,12 +14,12 @@ import csv
 import ipaddress
 import socket
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import iptocc
 
@@ -31,19 +31,26 @@ MAX_HOST_LENGTH = 253
 
 
 class Resolver(Protocol):
-    """Turns a host name into its addresses; an empty tuple when it does not resolve."""
+    """Turns host names into their addresses; an empty tuple for a host that does not resolve."""
 
     def addresses(self, host: str) -> tuple[str, ...]: ...
+
+    def addresses_many(self, hosts: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """All of a report's hosts at once (a network resolver asks in parallel, within one deadline)."""
+        ...
 
 
 class FixedResolver:
     """Answers from a fixed table (host -> addresses); never touches the network."""
 
     def __init__(self, table: Mapping[str, Iterable[str]]) -> None:
-        self.table = {host.lower().rstrip("."): tuple(ips) for host, ips in table.items()}
+        self.table = {_key(host): tuple(ips) for host, ips in table.items()}
 
     def addresses(self, host: str) -> tuple[str, ...]:
-        return self.table.get(host.lower().rstrip("."), ())
+        return self.table.get(_key(host), ())
+
+    def addresses_many(self, hosts: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        return {host: self.addresses(host) for host in hosts}
 
     @classmethod
     def from_csv(cls, path: Path) -> FixedResolver:
@@ -64,42 +71,91 @@ class FixedResolver:
         return cls(table)
 
 
+def _key(host: str) -> str:
+    return host.strip().lower().rstrip(".")
+
+
 def demo_resolver() -> FixedResolver:
     """The fixed resolver of the tests and the demo (``data/demo_hosts.csv``)."""
     return FixedResolver.from_csv(DATA_DIR / DEMO_HOSTS_FILE)
 
 
 class SocketResolver:
-    """The system resolver with a deadline per host, and a small cache of recent answers.
+    """The system resolver, asked in parallel with one deadline per report, and a cache with expiry.
 
-    ``getaddrinfo`` has no timeout of its own, so it runs on a worker thread and is abandoned at the
-    deadline (the thread finishes in the background; a bounded pool keeps those from piling up).
+    ``getaddrinfo`` has no timeout of its own, so lookups run on a bounded pool of worker threads and
+    are abandoned at the deadline (a worker finishes in the background). The deadline matters: the
+    runner's Kafka transaction times out after 30 s, and a batch must finish well before (``stage.py``
+    keeps batches small so that a batch of reports whose hosts all time out still commits). A host that
+    does not answer in time is not cached and is referred to the national centre like one that does not
+    resolve. Answers are cached for ``ttl_s``; failures for ``negative_ttl_s``.
     """
 
-    def __init__(self, timeout_s: float = 2.0, cache_size: int = 4096, workers: int = 8) -> None:
-        self.timeout_s = timeout_s
+    def __init__(
+        self,
+        *,
+        budget_s: float = 1.5,
+        ttl_s: float = 300.0,
+        negative_ttl_s: float = 30.0,
+        cache_size: int = 4096,
+        workers: int = 16,
+    ) -> None:
+        self.budget_s = budget_s
+        self.ttl_s = ttl_s
+        self.negative_ttl_s = negative_ttl_s
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[float, tuple[str, ...]]] = OrderedDict()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="route-dns")
 
     def addresses(self, host: str) -> tuple[str, ...]:
-        key = host.lower().rstrip(".")
+        return self.addresses_many([host])[host]
+
+    def addresses_many(self, hosts: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        now = time.monotonic()
+        by_key: dict[str, list[str]] = {}
+        for host in hosts:
+            by_key.setdefault(_key(host), []).append(host)
+        answers: dict[str, tuple[str, ...]] = {}
+        asked: dict[str, Future[list[Any]]] = {}
+        for key in by_key:
+            cached = self._cached(key, now)
+            if cached is not None:
+                answers[key] = cached
+            else:
+                asked[key] = self._pool.submit(socket.getaddrinfo, key, None, proto=socket.IPPROTO_TCP)
+        if asked:
+            wait(asked.values(), timeout=self.budget_s)
+            answers.update({key: self._answer(key, future) for key, future in asked.items()})
+        return {host: answers[_key(host)] for host in hosts}
+
+    def _cached(self, key: str, now: float) -> tuple[str, ...] | None:
         with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        future = self._pool.submit(socket.getaddrinfo, key, None, proto=socket.IPPROTO_TCP)
+            entry = self._cache.get(key)
+            if entry is None or entry[0] < now:
+                return None
+            self._cache.move_to_end(key)
+            return entry[1]
+
+    def _answer(self, key: str, future: Future[list[Any]]) -> tuple[str, ...]:
+        if not future.done():
+            future.cancel()
+            return ()
         try:
-            infos = future.result(timeout=self.timeout_s)
-        except (FutureTimeout, OSError, UnicodeError):
-            return ()  # not cached: a slow or failing resolver may answer next time
-        found = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+            infos = future.result()
+        except (OSError, UnicodeError):
+            self._store(key, (), self.negative_ttl_s)
+            return ()
+        answer = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+        self._store(key, answer, self.ttl_s if answer else self.negative_ttl_s)
+        return answer
+
+    def _store(self, key: str, answer: tuple[str, ...], ttl: float) -> None:
         with self._lock:
-            self._cache[key] = found
+            self._cache[key] = (time.monotonic() + ttl, answer)
+            self._cache.move_to_end(key)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        return found
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -162,4 +218,11 @@ def locate(target: str, resolver: Resolver) -> Located:
 
 
 def locate_all(targets: Iterable[str], resolver: Resolver) -> dict[str, Located]:
-    return {t: locate(t, resolver) for t in dict.fromkeys(targets)}
+    """Place each target; the host names among them are resolved together (one deadline for all)."""
+    unique = list(dict.fromkeys(targets))
+    names = [t for t in unique if not is_address(t) and _host_is_readable(t.strip())]
+    answers = FixedResolver(resolver.addresses_many([t.strip() for t in names])) if names else _NO_ANSWERS
+    return {t: locate(t, answers) for t in unique}
+
+
+_NO_ANSWERS = FixedResolver({})

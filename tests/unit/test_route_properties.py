@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,6 +34,9 @@ class HashResolver:
 
     def addresses(self, host: str) -> tuple[str, ...]:
         return ADDRESSES[hashlib.sha256(host.encode()).digest()[0] % len(ADDRESSES)]
+
+    def addresses_many(self, hosts: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        return {host: self.addresses(host) for host in hosts}
 
 
 odd_location = st_location() | st.builds(

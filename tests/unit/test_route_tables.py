@@ -197,7 +197,7 @@ def test_a_template_with_an_unknown_placeholder_is_refused(tmp_path: Path) -> No
 
 def test_system_resolver_answers_localhost_from_the_hosts_file() -> None:
     """The system resolver (no network for localhost) finds loopback addresses, which map to no country."""
-    resolver = SocketResolver(timeout_s=2.0)
+    resolver = SocketResolver(budget_s=2.0)
     try:
         addresses = resolver.addresses("localhost")
         found = locate("localhost", resolver)
@@ -206,3 +206,15 @@ def test_system_resolver_answers_localhost_from_the_hosts_file() -> None:
     assert addresses
     assert all(ipaddress.ip_address(a).is_loopback for a in addresses)
     assert (found.country, found.problem) == (None, "resolves to no country's address")
+
+
+def test_system_resolver_caches_answers_and_asks_once_per_name() -> None:
+    """The same name asked twice in one report, and again later, is looked up once and answered alike."""
+    resolver = SocketResolver(budget_s=2.0)
+    try:
+        first = resolver.addresses_many(["localhost", "LOCALHOST."])
+        again = resolver.addresses("localhost")
+    finally:
+        resolver.close()
+    assert first["localhost"] == first["LOCALHOST."] == again
+    assert len(resolver._cache) == 1
