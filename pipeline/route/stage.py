@@ -14,7 +14,8 @@
 
 Idempotency (no second referral to a recipient, no second close, ever), with state in PostgreSQL
 (``route_emitted``: one row per report and emit key - a recipient, ``followup`` or ``close`` - holding the
-event id, the causing assessment's id and the encoded event):
+event id, the causing assessment's id and the encoded event; a stored follow-up holds the reporter's
+contact exactly as it came, encrypted, and this step never has the key):
 
 1. If rows caused by THIS assessment event exist, this is a replay: the earlier attempt's database
    transaction committed but its Kafka transaction may not have. The stored records are re-emitted as
@@ -28,9 +29,10 @@ event id, the causing assessment's id and the encoded event):
    stored record, as in step 1.
 
 Why this order is exactly-once: the runner commits the database transaction just before the Kafka
-transaction that carries the outputs and the input offsets. If the process dies between the two, the
-input is consumed again (its offset was not committed) and step 1 re-emits the very records that were
-lost with the aborted Kafka transaction. If both commit, the input is never handed to this consumer
+transaction that carries the outputs and the input offsets. If the Kafka transaction does not commit
+(the process dies between the two, or the broker refuses the commit and the runner aborts and rewinds),
+the input is consumed again (its offset was not committed) and step 1 re-emits the very records that
+were lost with the aborted Kafka transaction. If both commit, the input is never handed to this consumer
 group again. If the database transaction fails, nothing was emitted and the batch is retried. A record
 that the broker holds twice (the same assessment produced twice) also takes step 1: the second copy
 re-emits records whose event ids are identical to the first, so a reader that keys on event id (every
