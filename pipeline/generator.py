@@ -353,6 +353,7 @@ _CITIES = {
 }  # fmt: skip
 _ABROAD = (("US", 0.45), ("GB", 0.12), ("AU", 0.08), ("FR", 0.07), ("IN", 0.06), ("PH", 0.06), ("DE", 0.04),
            ("BE", 0.03), ("NZ", 0.03), ("MX", 0.03), ("ZA", 0.03))  # fmt: skip
+_DESTINATIONS = (("PH", 0.3), ("TH", 0.2), ("KH", 0.1), ("DO", 0.1), ("MX", 0.1), ("CO", 0.1), ("US", 0.1))
 _CHAT = ("Discord", "Snapchat", "Instagram", "Kik", "Telegram", "WhatsApp", "Omegle-like video chat")
 _GAMES = (("Roblox", None), ("Minecraft", "PC"), ("Fortnite", "PlayStation"), ("Call of Duty", "Xbox"),
           ("Among Us", "Switch"))  # fmt: skip
@@ -529,11 +530,14 @@ def _facts_csam(rng: random.Random, f: dict[str, Any], notes: list[Annotation]) 
 
 
 def _facts_online_harms(rng: random.Random, f: dict[str, Any], notes: list[Annotation]) -> None:
-    f["content"] = [ContentKind.OTHER] if rng.random() < 0.7 else [ContentKind.SEXUAL_CONVERSATION]
+    # A concern with no offence in it: sexual talk from an adult to a child would be luring.
+    f["content"] = [ContentKind.OTHER]
     f["recipient_role"] = Role.MINOR
     if rng.random() < 0.2:
         f["sender_role"] = Role.MINOR
         notes.append(Annotation.MINOR_TO_MINOR)
+        if rng.random() < 0.5:
+            f["content"] = [ContentKind.SEXUAL_CONVERSATION]
     f["ongoing"] = rng.random() < 0.3
 
 
@@ -557,10 +561,9 @@ def _facts_luring(rng: random.Random, f: dict[str, Any], notes: list[Annotation]
 def _facts_trafficking(rng: random.Random, f: dict[str, Any], notes: list[Annotation]) -> None:
     f["content"] = [ContentKind.OFFER_OF_SEXUAL_SERVICES]
     f["sender_role"], f["recipient_role"] = Role.ADULT, Role.MINOR
-    f["money_involved"], f["in_person_meeting"] = True, True
-    f["travel"] = rng.random() < 0.4
-    f["threats"] = rng.random() < 0.3
-    f["ongoing"] = rng.random() < 0.7
+    f["money_involved"], f["in_person_meeting"], f["ongoing"] = True, True, True
+    # Trafficking is control or movement of the child: threats, travel, or both.
+    f["travel"], f["threats"] = rng.choice(((True, False), (False, True), (True, True)))
 
 
 def _facts_ncii(rng: random.Random, f: dict[str, Any], notes: list[Annotation]) -> None:
@@ -858,6 +861,15 @@ class _Report:
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """(victim, suspect): details of either on a share of reports that depends on the category."""
         victim = suspect = None
+        if self.category is Category.TRAVELLING and self.rng.random() < 0.8:
+            # Travelling to exploit a child is about a child abroad: the reporter says where.
+            victim = self._victim()
+            victim["location"] = {
+                "province": None,
+                "country": _weighted(self.rng, _DESTINATIONS),
+                "city": None,
+            }
+            return victim, self._suspect(usernames, emails, phones) if self.rng.random() < 0.5 else None
         if self.rng.random() < _PERSON_SHARE[self.category]:
             who = self.rng.random()
             if who < 0.45 or (self.category is Category.CSAM and who < 0.6):
