@@ -36,7 +36,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from pipeline import kafka, serde
 from pipeline.errors import DomainError, SerdeError
-from pipeline.lanes import LanePolicy, active_lanes, top_waiting
+from pipeline.lanes import LanePolicy, plan_lanes
 from pipeline.logging import get_logger
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec, dead_letter, group, lane_of, name
@@ -123,11 +123,8 @@ class StageRunner:
             settings,
             group(spec.name, self.suffix),
             **{
-                # Small prefetch so that a paused low lane does not keep a deep local queue, and so that
-                # a lane let through by aging is not queued behind thousands of prefetched records of a
-                # busy higher lane (one local queue serves every partition). See README "Prioritization".
+                # Small prefetch so that a paused low lane does not keep a deep local queue.
                 "queued.max.messages.kbytes": 8192,
-                "queued.min.messages": max(2 * spec.batch_size, 100),
                 "max.poll.interval.ms": 300000,
                 "partition.assignment.strategy": "cooperative-sticky",
             },
@@ -235,19 +232,19 @@ class StageRunner:
             return
         now = time.monotonic()
         waiting = self._lanes_waiting(by_lane)
-        for lane in list(self.granted):
-            if lane not in self.paused and not waiting.get(lane, False):
-                del self.granted[lane]  # an aged lane with nothing left needs no more grant
-        active = active_lanes(waiting, self.held_since, now, self.spec.lane_policy, granted=self.granted)
-        top = top_waiting(waiting)
+        for lane, since in list(self.granted.items()):
+            nothing_left = lane not in self.paused and not waiting.get(lane, False)
+            if nothing_left or now - since >= self.spec.lane_policy.grant_s:
+                del self.granted[lane]
+        plan = plan_lanes(waiting, self.held_since, now, self.spec.lane_policy, granted=self.granted)
+        for lane in plan.granted:
+            self.granted.setdefault(lane, now)
         for lane, tps in by_lane.items():
-            if lane in active and lane in self.paused:
+            if lane in plan.active and lane in self.paused:
                 self.consumer.resume(tps)
                 self.paused.discard(lane)
                 self.held_since[lane] = None
-                if top is not None and lane > top:
-                    self.granted[lane] = now  # let through by aging: until it delivers a batch
-            elif lane not in active and lane not in self.paused:
+            elif lane not in plan.active and lane not in self.paused:
                 self.consumer.pause(tps)
                 self.paused.add(lane)
                 self.paused_waiting[lane] = waiting[lane]
