@@ -25,7 +25,7 @@ from pipeline import events as ev
 from pipeline import kafka, serde
 from pipeline.errors import SerdeError
 from pipeline.settings import Settings
-from projections.runner import end_offsets, event_topics, partitions_of
+from projections.runner import end_offsets, event_topics, partitions_of, where
 from projections.view import InMemoryView
 
 _TYPE_ORDER = {t: i for i, t in enumerate(ev.EVENT_TYPES)}
@@ -85,7 +85,7 @@ def _body(b: ev.ReportBody) -> str:
     )
 
 
-def summarize(event: ev.Event) -> str:
+def summarize(event: ev.Event) -> str:  # noqa: PLR0911 - one return per event type
     """One line about an event, safe to show an auditor: no contact, no description, no full URL."""
     match event:
         case ev.ReportSubmitted():
@@ -151,13 +151,14 @@ def scan(settings: Settings, scan_state: Scan, *, timeout: float = 120.0) -> Ite
                 scan_state.complete = False
                 return
             for m in cons.consume(5000, 0.5):
-                tp = (m.topic(), m.partition())
+                t, p, o = where(m)
+                tp = (t, p)
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        reached[tp] = max(reached.get(tp, 0), m.offset())
+                        reached[tp] = max(reached.get(tp, 0), o)
                     continue
-                reached[tp] = max(reached.get(tp, 0), m.offset() + 1)
+                reached[tp] = max(reached.get(tp, 0), o + 1)
                 scan_state.records += 1
                 yield m
     finally:

@@ -196,7 +196,7 @@ def _distinct(items: Iterable[str | None]) -> list[str]:
     return list(seen)
 
 
-def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:
+def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - one return per event type
     """The group an event sets and its values, in ``Group.columns`` order."""
     match event:
         case ev.ReportSubmitted():

@@ -35,7 +35,7 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from confluent_kafka.admin import OffsetSpec
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined] # exported, not in its stubs
 from psycopg import sql
 
 from pipeline import db, kafka, serde
@@ -90,8 +90,9 @@ def stored_offsets(
 def end_offsets(settings: Settings, partitions: list[Position], timeout: float = 30.0) -> dict[Position, int]:
     """The last stable offset of each partition (the end a read_committed consumer can reach), in one request."""
     client = kafka.admin(settings)
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
     futures = client.list_offsets(
-        {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions},
+        {TopicPartition(t, p): latest for t, p in partitions},
         isolation_level=IsolationLevel.READ_COMMITTED,
         request_timeout=timeout,
     )
@@ -99,6 +100,17 @@ def end_offsets(settings: Settings, partitions: list[Position], timeout: float =
         return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
     except KafkaException as exc:
         raise ServiceError("Kafka did not say where the topics end; is the broker up?") from exc
+
+
+def where(m: Message) -> tuple[str, int, int]:
+    """A record's topic, partition and offset (typed: the client's stubs allow None for all three)."""
+    return (m.topic() or "", m.partition() or 0, m.offset() or 0)
+
+
+def _decode(value: bytes | None) -> Event:
+    if value is None:
+        raise SerdeError("the record has no value.", reason="empty")
+    return serde.decode(value)
 
 
 @dataclass
@@ -178,7 +190,8 @@ class Projector:
             if err is None:
                 records.append(m)
             elif err.code() == KafkaError._PARTITION_EOF:
-                self.eof[(m.topic(), m.partition())] = m.offset()
+                t, p, o = where(m)
+                self.eof[(t, p)] = o
             elif err.fatal():
                 raise ServiceError(f"Kafka reported a fatal error: {err.str()}.")
         if not records:
@@ -198,15 +211,12 @@ class Projector:
         rejected: list[tuple[str, int, int, str, str]] = []
         nxt: dict[Position, int] = {}
         for m in records:
-            pos = (m.topic(), m.partition())
-            nxt[pos] = m.offset() + 1
-            value = m.value()
+            t, p, o = where(m)
+            nxt[(t, p)] = o + 1
             try:
-                if value is None:
-                    raise SerdeError("the record has no value.", reason="empty")
-                events.append(serde.decode(value))
+                events.append(_decode(m.value()))
             except SerdeError as exc:
-                rejected.append((pos[0], pos[1], m.offset(), exc.reason, str(exc)))
+                rejected.append((t, p, o, exc.reason, str(exc)))
         rows, referrals = model.fold(events)
         s = sql.Identifier(self.schema)
         with self.conn.transaction():

@@ -34,7 +34,7 @@ SYSTEM = ev.Actor(kind=ev.ActorKind.SYSTEM, id="system")
 ANALYST = ev.Actor(kind=ev.ActorKind.SIMULATED, id="simulated:seed")
 
 
-def topic_for(event: ev.Event) -> TopicSpec:
+def topic_for(event: ev.Event) -> TopicSpec:  # noqa: PLR0911 - one return per event type
     """The topic an event is produced on (lanes by priority level)."""
     match event:
         case ev.ReportSubmitted():
@@ -57,7 +57,9 @@ def topic_for(event: ev.Event) -> TopicSpec:
             raise TypeError(f"no topic for {type(event).__name__}")
 
 
-def lifecycle(n: int, rng: random.Random, *, start: datetime = START, steps: int = 7) -> list[ev.Event]:
+def lifecycle(  # noqa: PLR0915 - one report's whole story, step by step, reads best in one place
+    n: int, rng: random.Random, *, start: datetime = START, steps: int = 7
+) -> list[ev.Event]:
     """The events of report number ``n``, cut after ``steps`` steps (7: the whole way to closed)."""
     report_id = f"CT-2026-{n:06d}"
     t = start + timedelta(seconds=n * 7 + rng.randint(0, 5))
@@ -107,7 +109,13 @@ def lifecycle(n: int, rng: random.Random, *, start: datetime = START, steps: int
         return out
 
     def follow(
-        cause: ev.Envelope, kind: str, producer: str, minutes: float, actor: ev.Actor = SYSTEM, disc: str = ""
+        cause: ev.Envelope,
+        kind: str,
+        producer: str,
+        minutes: float,
+        *,
+        actor: ev.Actor = SYSTEM,
+        disc: str = "",
     ) -> ev.Envelope:
         nonlocal t
         t = t + timedelta(milliseconds=round(minutes * 60_000))  # Avro keeps milliseconds
@@ -152,7 +160,7 @@ def lifecycle(n: int, rng: random.Random, *, start: datetime = START, steps: int
         else ev.Determination.OUTSIDE_MANDATE
     )
     child = determination is ev.Determination.POTENTIALLY_ILLEGAL and rng.random() < 0.2
-    as_env = follow(cls_env, "ReportAssessed", "assess/0.1.0", rng.uniform(5, 600), ANALYST)
+    as_env = follow(cls_env, "ReportAssessed", "assess/0.1.0", rng.uniform(5, 600), actor=ANALYST)
     out.append(
         ev.ReportAssessed(
             envelope=as_env,

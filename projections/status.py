@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from psycopg import sql
+
 from pipeline import db, kafka
 from pipeline.settings import Settings
 from projections import model, pg
@@ -31,8 +33,8 @@ def status(settings: Settings) -> tuple[list[PartitionStatus], dict[str, int]]:
         per_step = {
             model.STEPS[s]: int(n)
             for s, n in conn.execute(
-                pg.sql.SQL("SELECT step, count(*) FROM {}.proj_report GROUP BY 1 ORDER BY 1").format(
-                    pg.sql.Identifier(schema)
+                sql.SQL("SELECT step, count(*) FROM {}.proj_report GROUP BY 1 ORDER BY 1").format(
+                    sql.Identifier(schema)
                 )
             )
         }

@@ -45,7 +45,9 @@ def test_history_equals_what_was_produced(settings: Settings, make_topics: Calla
     assert any(x.summary.startswith("referred to inhope_hotline") for x in h.entries)
 
 
-def test_history_command_redacts_the_description(settings: Settings, make_topics: Callable[..., list[str]]) -> None:
+def test_history_command_redacts_the_description(
+    settings: Settings, make_topics: Callable[..., list[str]]
+) -> None:
     """`tipline audit history` prints the events but never the description or a full URL."""
     make_topics(*EVENT_TOPICS)
     events = _events(3)

@@ -32,7 +32,9 @@ def conn(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
     with db.connect(settings, autocommit=True, prepare_threshold=None) as c:
         yield c
         c.execute(
-            psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(pg.schema_for(settings)))
+            psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                psycopg.sql.Identifier(pg.schema_for(settings))
+            )
         )
 
 
@@ -60,6 +62,11 @@ def produce_spread(settings: Settings, events: list[ev.Event], seed: int = 1) ->
 def lifecycles(n: int, seed: int = 4) -> list[ev.Event]:
     rng = random.Random(seed)
     return [e for i in range(n) for e in samples.lifecycle(i, rng, steps=rng.choice((3, 4, 5, 7, 7)))]
+
+
+def _poll_forever(proj: Projector) -> None:
+    while True:
+        proj.poll_once(1.0)
 
 
 def test_table_columns_follow_the_model(view: pg.PgView, conn: psycopg.Connection[Any]) -> None:
@@ -112,8 +119,7 @@ def test_a_crash_between_rows_and_offsets_never_counts_twice(
     try:
         proj.start()
         with pytest.raises(RuntimeError, match="killed"):
-            while True:
-                proj.poll_once(1.0)
+            _poll_forever(proj)
     finally:
         proj.close()
     assert view.rows() == ([], [])
@@ -131,8 +137,7 @@ def test_a_crash_between_rows_and_offsets_never_counts_twice(
     try:
         proj.start()
         with pytest.raises(RuntimeError, match="killed again"):
-            while True:
-                proj.poll_once(1.0)
+            _poll_forever(proj)
     finally:
         proj.close()
     assert sum(stored_offsets(conn, view.schema).values()) > 0

@@ -78,7 +78,9 @@ def test_a_newer_classification_wins_whatever_arrives_first(view: View) -> None:
         discriminator="override",
     )
     incident = replace(first.incidents[0], assigned_category=ev.Category.LURING, sections=("172.1",))
-    override = replace(first, envelope=env, incidents=(incident,), level=1, supersedes=first.envelope.event_id)
+    override = replace(
+        first, envelope=env, incidents=(incident,), level=1, supersedes=first.envelope.event_id
+    )
     view.apply([override])
     view.apply(events)
     status = view.report(first.envelope.report_id)
@@ -143,7 +145,9 @@ def test_rejected_submissions_are_not_closed_reports(view: View) -> None:
         actor=samples.SYSTEM,
         occurred_at=samples.START,
     )
-    view.apply([ev.ReportRejected(envelope=env, submission_id="s-rej", reason_code="invalid", message="bad url")])
+    view.apply(
+        [ev.ReportRejected(envelope=env, submission_id="s-rej", reason_code="invalid", message="bad url")]
+    )
     status = view.report("CT-2026-999999")
     assert status is not None
     assert status.step == "rejected"

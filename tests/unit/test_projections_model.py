@@ -62,7 +62,9 @@ def test_a_referral_is_recorded_with_its_recipient(event: ev.ReportReferred) -> 
         ([1.0, 2.0], 0.9, 1.9),
     ],
 )
-def test_percentile_matches_postgres_percentile_cont(values: list[float], p: float, expected: float | None) -> None:
+def test_percentile_matches_postgres_percentile_cont(
+    values: list[float], p: float, expected: float | None
+) -> None:
     """Percentiles interpolate linearly between ranks, as PostgreSQL's percentile_cont does."""
     got = percentile_cont(values, p)
     assert got == (None if expected is None else pytest.approx(expected))
