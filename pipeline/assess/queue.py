@@ -258,8 +258,12 @@ def _apply(
         ).fetchone()
         status = row[0] if row else "open"
         outcome = "updated"
+    if status == "decided":
+        # The determination stands (a person's work is never overridden); an analyst may revise it
+        # with `tipline analyst decide REPORT --revise` after reading the new classification.
+        log.warning("report_reclassified_after_decision", report_id=env.report_id, level=event.level)
     if status != "open":
-        return outcome, None  # someone holds it or decided it: a person's work is never overridden
+        return outcome, None
     pre = logic.preassess(event, known_among(conn, logic.report_hash_keys(body)))
     if pre is None:
         return outcome, None

@@ -341,3 +341,31 @@ def test_queue_logs_carry_no_description_note_or_contact(conn: Any, settings: Se
     for secret in ("secret-description-text", "secret-note-text", "sealed-contact-bytes", "https://"):
         assert secret not in text
     assert produced[0].note == "secret-note-text"
+
+
+def test_a_reclassification_after_the_decision_keeps_the_decision(conn: Any, settings: Settings) -> None:
+    """An override arriving after a decision re-levels the row but neither reopens nor re-decides it."""
+    ns = settings.topic_suffix
+    report = classified(level=3)
+    enqueue(conn, settings, report)
+    produced: list[ReportAssessed] = []
+    queue.record_decision(
+        conn,
+        produced.append,
+        ns,
+        request(report.envelope.report_id, "ana", Determination.NOT_ILLEGAL),
+        now=NOW,
+    )
+    override = classified(report_id=report.envelope.report_id, level=1, supersedes=report.envelope.event_id)
+    with capture_logs() as logs:
+        assert enqueue(conn, settings, override) == []
+    item = queue.find(conn, ns, report.envelope.report_id)
+    assert item is not None
+    assert (item.status, item.determination, item.decided_by, item.level) == (
+        "decided",
+        "not_illegal",
+        "analyst:ana",
+        1,
+    )
+    assert "report_reclassified_after_decision" in [entry["event"] for entry in logs]
+    assert queue.claim_next(conn, ns, "bob", now=NOW) is None
