@@ -81,6 +81,7 @@ def override_cmd(  # noqa: PLR0917 - typer maps each option to a parameter
         f"Report {report} reclassified by analyst {event.envelope.actor.id}: {_summary(event)}. "
         f"Event {event.envelope.event_id} supersedes {event.supersedes}.",
         highlight=False,
+        markup=False,
     )
 
 
@@ -101,4 +102,4 @@ def show_cmd(
             line += f" [supersedes {event.supersedes}: {event.override_reason}]"
         if event.needs_analyst_review:
             line += " [needs analyst review]"
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)

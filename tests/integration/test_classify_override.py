@@ -153,6 +153,7 @@ def test_cli_override_and_refusals(settings: Settings, make_topics: Callable[...
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count(rid) >= 2
     assert "analyst:analyst-9" in shown.stdout
+    assert f"[supersedes {first.envelope.event_id}: images found in the chat]" in shown.stdout
 
 
 def test_override_refused_before_reading_when_not_an_analyst(settings: Settings) -> None:
