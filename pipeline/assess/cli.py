@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -73,7 +73,7 @@ def next_report(
         return
     render(item, console)
     console.print(
-        f"Claimed by {who} until {item.claim_expires_at:%H:%M} UTC. Record your determination with "
+        f"Claimed by {who} until {_utc(item.claim_expires_at):%H:%M} UTC. Record your determination with "
         f"`tipline analyst decide {escape(item.report_number)} --analyst {who} --determination ...`.",
         highlight=False,
     )
@@ -215,6 +215,13 @@ def load_hashes(
 # --- Rendering --------------------------------------------------------------------------------------
 
 
+def _utc(moment: datetime | None) -> datetime:
+    """Times read back from PostgreSQL come in the session's time zone; analysts read UTC."""
+    if moment is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
 def _incident_rows(incident: Incident) -> list[str]:
     lines: list[str] = []
     lines.extend(f"url {u.normalized}  (host {u.host})" for u in incident.urls)
@@ -289,7 +296,7 @@ def render(item: queue.QueueItem, out: Console) -> None:
         f"status {item.status}"
         + (f", claimed by {item.claimed_by}" if item.status == "claimed" else "")
         + (f", decided {item.determination} by {item.decided_by}" if item.status == "decided" else "")
-        + f"\nreceived {body.received_at:%Y-%m-%d %H:%M} UTC via {body.channel.value}, language "
+        + f"\nreceived {_utc(body.received_at):%Y-%m-%d %H:%M} UTC via {body.channel.value}, language "
         f"{body.language.value}; reporter "
         + ("anonymous" if body.anonymous else "not anonymous")
         + ("; contact details on file (encrypted, not shown)" if item.reporter_left_contact else "")
@@ -344,7 +351,7 @@ def render(item: queue.QueueItem, out: Console) -> None:
     for d in item.history:
         sup = f", supersedes {d.supersedes}" if d.supersedes else ""
         out.print(
-            f"Decision {d.decided_at:%Y-%m-%d %H:%M} UTC: {d.determination} by {d.actor_id} ({d.actor_kind})"
+            f"Decision {_utc(d.decided_at):%Y-%m-%d %H:%M} UTC: {d.determination} by {d.actor_id} ({d.actor_kind})"
             + (", child may need protection" if d.child_may_need_protection else "")
             + sup,
             highlight=False,

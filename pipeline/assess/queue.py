@@ -33,6 +33,7 @@ from pipeline.assess import logic, simulated
 from pipeline.db import connect
 from pipeline.errors import DomainError, ServiceError, TiplineError
 from pipeline.events import (
+    MAX_NOTE,
     Actor,
     ActorKind,
     Determination,
@@ -456,9 +457,9 @@ def record_decision(
     now: datetime,
 ) -> ReportAssessed:
     """Check, produce (ack awaited), then mark decided; nothing is written when a check fails."""
-    if request.note is not None and len(request.note) > 4000:
+    if request.note is not None and len(request.note) > MAX_NOTE:
         raise DomainError(
-            "The note is longer than 4000 characters; shorten it.", reason="too_long", field="note"
+            f"The note is longer than {MAX_NOTE} characters; shorten it.", reason="too_long", field="note"
         )
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
@@ -480,7 +481,7 @@ def record_decision(
         ):
             raise QueueError(
                 f"Report {request.report} is claimed by {row['claimed_by']} until "
-                f"{row['claim_expires_at']:%Y-%m-%d %H:%M} UTC; nothing was recorded."
+                f"{row['claim_expires_at'].astimezone(UTC):%Y-%m-%d %H:%M} UTC; nothing was recorded."
             )
         supersedes: str | None = None
         if row["status"] == "decided":

@@ -14,8 +14,8 @@ from structlog.testing import capture_logs
 
 from pipeline.assess import logic, queue
 from pipeline.db import connect
-from pipeline.errors import ServiceError
-from pipeline.events import ActorKind, Determination, HashType, ReportAssessed, ReportClassified
+from pipeline.errors import DomainError, ServiceError
+from pipeline.events import MAX_NOTE, ActorKind, Determination, HashType, ReportAssessed, ReportClassified
 from pipeline.settings import Settings
 from pipeline.topics import ASSESSED
 from tests.integration.harness import consume
@@ -369,3 +369,18 @@ def test_a_reclassification_after_the_decision_keeps_the_decision(conn: Any, set
     )
     assert "report_reclassified_after_decision" in [entry["event"] for entry in logs]
     assert queue.claim_next(conn, ns, "bob", now=NOW) is None
+
+
+def test_a_note_over_the_limit_is_refused_before_anything_is_produced(conn: Any, settings: Settings) -> None:
+    """A note longer than the event allows is one clear error naming the field; the row stays open."""
+    report = classified()
+    enqueue(conn, settings, report)
+    produced: list[ReportAssessed] = []
+    req = request(report.envelope.report_id, "ana", Determination.NOT_ILLEGAL, note="n" * (MAX_NOTE + 1))
+    with pytest.raises(DomainError, match="note is longer than 4000 characters") as err:
+        queue.record_decision(conn, produced.append, settings.topic_suffix, req, now=NOW)
+    assert err.value.field == "note"
+    assert produced == []
+    item = queue.find(conn, settings.topic_suffix, report.envelope.report_id)
+    assert item is not None
+    assert item.status == "open"
