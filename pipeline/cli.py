@@ -113,8 +113,14 @@ def stage(
     instance: Annotated[
         str, typer.Option(help="Stable name of this replica ('auto': the host name), part of its transactional id.")
     ] = "0",
+    engine: Annotated[str, typer.Option(help="confluent (transactional, exactly once) or faust.")] = "confluent",
+    guarantee: Annotated[
+        str, typer.Option(help="With --engine faust: at_least_once or exactly_once (faust's own).")
+    ] = "at_least_once",
 ) -> None:
     """Run one step processor until stopped (SIGTERM/SIGINT); scale by running more instances."""
+    if engine not in ("confluent", "faust"):
+        raise typer.BadParameter(f"unknown engine {engine!r}; choose confluent or faust.")
     if stage_name not in STAGE_NAMES:
         raise typer.BadParameter(f"unknown stage {stage_name!r}; choose one of {', '.join(STAGE_NAMES)}.")
     import importlib
@@ -127,6 +133,11 @@ def stage(
         instance = socket.gethostname()
     settings = bootstrap.settings()
     module = importlib.import_module(f"pipeline.{stage_name}.stage")
+    if engine == "faust":
+        from pipeline.faust_engine import run_stage_faust
+
+        run_stage_faust(module.spec(settings), settings, instance=instance, guarantee=guarantee)
+        return
     run_stage(module.spec(settings), settings, instance=instance)
 
 

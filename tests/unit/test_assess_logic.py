@@ -7,7 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pipeline import serde
 from pipeline.assess import logic
 from pipeline.errors import DomainError
 from pipeline.events import (
@@ -19,10 +22,12 @@ from pipeline.events import (
     HashType,
     IpEvent,
     Location,
+    ReportClassified,
     Suspect,
     Verdict,
     Victim,
 )
+from tests.unit.strategies import st_event
 from tests.unit.test_assess_support import canadian_victim, classified
 
 KNOWN_MD5 = "00000000000000000000000000fa4e01"
@@ -205,3 +210,30 @@ def test_assessment_ids_are_stable_and_supersession_changes_them() -> None:
     assert first.envelope.actor.id == "analyst:jdoe"
     assert first.body.contact == event.body.contact
     assert first.classification == event.incidents
+
+
+@settings(max_examples=80, deadline=None)
+@given(st_event(ReportClassified), st.booleans())
+def test_preassess_on_any_classified_report(event: ReportClassified, all_known: bool) -> None:
+    """On any valid report the rules either defer to a person or decide a clear case for a stated reason."""
+    known = frozenset(logic.report_hash_keys(event.body)) if all_known else frozenset()
+    result = logic.preassess(event, known)
+    if all_known and logic.report_hashes(event.body):
+        assert result is not None
+        assert result.determination is Determination.POTENTIALLY_ILLEGAL
+    elif result is not None:
+        assert result.determination is Determination.INFORMATIONAL
+        assert not logic.actionable_leads(event.body)
+        assert all(c.verdict is Verdict.UNCLASSIFIABLE for c in event.incidents)
+    if result is not None:
+        out = logic.assessment(
+            event,
+            actor=logic.AUTOMATED_ACTOR,
+            determination=result.determination,
+            child_may_need_protection=result.child_may_need_protection,
+            note=result.note,
+            supersedes=None,
+            occurred_at=NOW,
+        )
+        assert serde.decode(serde.encode(out)) == out
+        assert out.envelope.actor.kind is ActorKind.AUTOMATED
