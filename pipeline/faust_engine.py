@@ -80,7 +80,12 @@ class FaustStage:
     """One faust app running one stage. Built by ``run_stage_faust``; ``app`` is the ``faust.App``."""
 
     def __init__(
-        self, spec: StageSpec, settings: Settings, *, instance: str | int = 0, guarantee: str = "at_least_once"
+        self,
+        spec: StageSpec,
+        settings: Settings,
+        *,
+        instance: str | int = 0,
+        guarantee: str = "at_least_once",
     ) -> None:
         if guarantee not in GUARANTEES:
             raise ConfigError(f"processing guarantee {guarantee!r}: use 'at_least_once' or 'exactly_once'.")
@@ -130,7 +135,7 @@ class FaustStage:
         try:
             event = serde.decode(raw)
         except SerdeError as exc:
-            await self._dead_letter(source, key, raw, exc.reason, str(exc), exc.field)
+            await self._dead_letter(source, key, raw, (exc.reason, str(exc), exc.field))
             return
         attempt = 0
         while True:
@@ -139,7 +144,7 @@ class FaustStage:
                 outputs = self._handle(event)
                 break
             except (DomainError, SerdeError) as exc:
-                await self._dead_letter(source, key, raw, exc.reason, str(exc), exc.field)
+                await self._dead_letter(source, key, raw, (exc.reason, str(exc), exc.field))
                 return
             except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered: never dropped
                 self.log.error(
@@ -152,9 +157,8 @@ class FaustStage:
                     attempt=attempt,
                 )
                 if attempt >= self.spec.max_attempts:
-                    await self._dead_letter(
-                        source, key, raw, "unexpected_error", "failed repeatedly; see the stage's log", None
-                    )
+                    why = ("unexpected_error", "failed repeatedly; see the stage's log", None)
+                    await self._dead_letter(source, key, raw, why)
                     return
                 await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
         encoded: list[tuple[Output, bytes]] = []
@@ -162,7 +166,8 @@ class FaustStage:
             try:
                 encoded.append((out, serde.encode(out.event)))
             except SerdeError as exc:
-                await self._dead_letter(source, key, raw, exc.reason, f"output not encodable: {exc}", exc.field)
+                why = (exc.reason, f"output not encodable: {exc}", exc.field)
+                await self._dead_letter(source, key, raw, why)
                 return
         for out, value in encoded:
             await self._topic(name(out.topic, self.suffix)).send(
@@ -179,8 +184,10 @@ class FaustStage:
             return self.spec.handle(event, Context(self.settings, self.db))
 
     async def _dead_letter(
-        self, source: _Source, key: bytes | None, raw: bytes, reason: str, message: str, field_name: str | None
+        self, source: _Source, key: bytes | None, raw: bytes, why: tuple[str, str, str | None]
     ) -> None:
+        """Send the raw record to the stage's dead-letter topic; ``why`` is (reason, message, field)."""
+        reason, message, field_name = why
         self.log.warning(
             "record_dead_lettered",
             topic=source.topic_name,
