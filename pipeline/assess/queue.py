@@ -218,14 +218,6 @@ def _apply(
 ) -> tuple[str, ReportAssessed | None]:
     env = event.envelope
     body = event.body
-    # A classification that a later one (already handled) supersedes arrived late, e.g. from a lower
-    # lane: it must not overwrite the newer one.
-    stale = conn.execute(
-        "SELECT 1 FROM assess_queue_seen WHERE namespace = %s AND report_id = %s AND supersedes = %s",
-        (namespace, env.report_id, env.event_id),
-    ).fetchone()
-    if stale is not None:
-        return "stale", None
     payload = serde.encode(_without_contact(event))
     contact = _contact_columns(body.contact)
     inserted = conn.execute(
@@ -249,6 +241,20 @@ def _apply(
     outcome = "queued"
     status = "open"
     if inserted is None:
+        # The row exists. Lock it first, then look for a newer classification already applied: a
+        # classification that a later one supersedes may arrive late (from another lane, or another
+        # stage instance) and must not overwrite the newer one. Checked after the lock, so a newer one
+        # committed meanwhile by another instance is seen.
+        conn.execute(
+            "SELECT 1 FROM assess_queue WHERE namespace = %s AND report_id = %s FOR UPDATE",
+            (namespace, env.report_id),
+        )
+        stale = conn.execute(
+            "SELECT 1 FROM assess_queue_seen WHERE namespace = %s AND report_id = %s AND supersedes = %s",
+            (namespace, env.report_id, env.event_id),
+        ).fetchone()
+        if stale is not None:
+            return "stale", None
         # A newer classification of a queued report: new level and payload, claim and decision kept.
         row = conn.execute(
             "UPDATE assess_queue SET classification_event_id = %s, level = %s, arrival_seq = %s, "

@@ -384,3 +384,24 @@ def test_a_note_over_the_limit_is_refused_before_anything_is_produced(conn: Any,
     item = queue.find(conn, settings.topic_suffix, report.envelope.report_id)
     assert item is not None
     assert item.status == "open"
+
+
+def test_an_override_arriving_before_the_classification_it_supersedes_wins(
+    conn: Any, settings: Settings
+) -> None:
+    """Lanes do not order one report's events: the superseded classification arriving last changes nothing."""
+    original = classified(level=4, arrival_seq=9)
+    override = classified(
+        report_id=original.envelope.report_id, level=1, arrival_seq=9, supersedes=original.envelope.event_id
+    )
+    enqueue(conn, settings, override)
+    enqueue(conn, settings, original)
+    item = queue.find(conn, settings.topic_suffix, original.envelope.report_id)
+    assert item is not None
+    assert item.level == 1
+    assert item.classified.envelope.event_id == override.envelope.event_id
+    outcomes = conn.execute(
+        "SELECT classification_event_id, outcome FROM assess_queue_seen WHERE namespace = %s AND report_id = %s",
+        (settings.topic_suffix, original.envelope.report_id),
+    ).fetchall()
+    assert dict(outcomes) == {override.envelope.event_id: "queued", original.envelope.event_id: "stale"}
