@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pipeline import events as ev
 
@@ -196,12 +196,16 @@ def _distinct(items: Iterable[str | None]) -> list[str]:
     return list(seen)
 
 
-def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - one return per event type
-    """The group an event sets and its values, in ``Group.columns`` order."""
-    match event:
-        case ev.ReportSubmitted():
+def _values(event: Any) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - one return per event type
+    """The group an event sets and its values, in ``Group.columns`` order.
+
+    ``event`` is an event dataclass or a ``projections.bulk.Record`` (the same attributes, enum values as
+    strings): dispatch is on the envelope's event type, and values are read as strings either way.
+    """
+    match event.envelope.event_type:
+        case "ReportSubmitted":
             return "submitted", (str(event.channel),)
-        case ev.ReportReceived():
+        case "ReportReceived":
             b = event.body
             return "received", (
                 b.report_number,
@@ -211,11 +215,11 @@ def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - 
                 len(b.incidents),
                 b.anonymous,
             )
-        case ev.ReportRejected():
+        case "ReportRejected":
             return "rejected", (event.reason_code,)
-        case ev.ReportPrioritized():
+        case "ReportPrioritized":
             return "prioritized", (event.level, event.arrival_seq)
-        case ev.ReportClassified():
+        case "ReportClassified":
             return "classified", (
                 event.level,
                 event.arrival_seq,
@@ -223,13 +227,13 @@ def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - 
                 sorted(_distinct(s for i in event.incidents for s in i.sections)),
                 event.needs_analyst_review,
             )
-        case ev.ReportAssessed():
+        case "ReportAssessed":
             return "assessed", (str(event.determination), event.child_may_need_protection)
-        case ev.ReportReferred():
+        case "ReportReferred":
             return "referred", ()
-        case ev.FollowUpRequested():
+        case "FollowUpRequested":
             return "followup", (str(event.kind),)
-        case ev.ReportClosed():
+        case "ReportClosed":
             return "closed", (
                 str(event.outcome),
                 event.referrals,
@@ -241,11 +245,14 @@ def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - 
                 sorted(_distinct(event.hosting_countries)),
             )
         case _:
-            raise TypeError(f"the read model does not know the event type {type(event).__name__}")
+            raise TypeError(f"the read model does not know the event type {event.envelope.event_type!r}")
 
 
-def patch(event: ev.Event) -> tuple[ReportRow, Referral | None]:
-    """What one event says about its report (and the referral it records, if it is one)."""
+def patch(event: ev.Event | Any) -> tuple[ReportRow, Referral | None]:
+    """What one event says about its report (and the referral it records, if it is one).
+
+    Accepts an event or a ``projections.bulk.Record`` of one.
+    """
     group, values = _values(event)
     env = event.envelope
     step = STEP_ORDER.get(group, 0)
@@ -259,8 +266,8 @@ def patch(event: ev.Event) -> tuple[ReportRow, Referral | None]:
         },
     )
     referral = None
-    if isinstance(event, ev.ReportReferred):
-        r = event.recipient
+    if group == "referred":
+        r = cast("Any", event).recipient
         referral = Referral(
             event_id=env.event_id,
             report_id=env.report_id,
@@ -273,7 +280,7 @@ def patch(event: ev.Event) -> tuple[ReportRow, Referral | None]:
     return row, referral
 
 
-def fold(events: Iterable[ev.Event]) -> tuple[dict[str, ReportRow], dict[str, Referral]]:
+def fold(events: Iterable[ev.Event | Any]) -> tuple[dict[str, ReportRow], dict[str, Referral]]:
     """A batch of events folded into one patch per report and its referrals (by event id)."""
     rows: dict[str, ReportRow] = {}
     referrals: dict[str, Referral] = {}

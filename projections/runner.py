@@ -38,13 +38,12 @@ from confluent_kafka import (
 from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined] # exported, not in its stubs
 from psycopg import sql
 
-from pipeline import db, kafka, serde
-from pipeline.errors import SerdeError, ServiceError
-from pipeline.events import Event
+from pipeline import db, kafka
+from pipeline.errors import ServiceError
 from pipeline.logging import get_logger
 from pipeline.settings import Settings
 from pipeline.topics import EVENT_TOPICS, group, name
-from projections import model, pg
+from projections import bulk, model, pg
 
 PROJECTION = "report_status"
 log = get_logger(stage="projections")
@@ -105,12 +104,6 @@ def end_offsets(settings: Settings, partitions: list[Position], timeout: float =
 def where(m: Message) -> tuple[str, int, int]:
     """A record's topic, partition and offset (typed: the client's stubs allow None for all three)."""
     return (m.topic() or "", m.partition() or 0, m.offset() or 0)
-
-
-def _decode(value: bytes | None) -> Event:
-    if value is None:
-        raise SerdeError("the record has no value.", reason="empty")
-    return serde.decode(value)
 
 
 @dataclass
@@ -207,17 +200,15 @@ class Projector:
         return len(records)
 
     def _commit(self, records: list[Message]) -> BatchResult:
-        events: list[Event] = []
-        rejected: list[tuple[str, int, int, str, str]] = []
         nxt: dict[Position, int] = {}
+        items: list[bulk.Item] = []
         for m in records:
             t, p, o = where(m)
             nxt[(t, p)] = o + 1
-            try:
-                events.append(_decode(m.value()))
-            except SerdeError as exc:
-                rejected.append((t, p, o, exc.reason, str(exc)))
-        rows, referrals = model.fold(events)
+            items.append(bulk.Item(value=m.value(), key=m.key(), tag=(t, p, o)))
+        good, bad = bulk.decode_batch(items)
+        rejected = [(*it.tag, exc.reason, str(exc)) for it, exc in bad]
+        rows, referrals = model.fold(rec for _it, rec in good)
         s = sql.Identifier(self.schema)
         with self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
@@ -246,7 +237,7 @@ class Projector:
         self.positions.update(nxt)
         for t, p, o, reason, _msg in rejected:
             log.warning("projection_record_rejected", topic=t, partition=p, offset=o, reason=reason)
-        return BatchResult(events=len(events), rejected=len(rejected))
+        return BatchResult(events=len(good), rejected=len(rejected))
 
     # --- catching up --------------------------------------------------------------------------
 
