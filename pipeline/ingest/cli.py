@@ -33,8 +33,8 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, max=32, help="Worker processes.")] = 1,
 ) -> None:
     """Serve POST /v1/reports and GET /v1/health until stopped."""
-    from pipeline import bootstrap  # noqa: PLC0415 - keeps `tipline --help` fast
-    from pipeline.ingest.http import serve as run  # noqa: PLC0415
+    from pipeline import bootstrap
+    from pipeline.ingest.http import serve as run
 
     settings = bootstrap.settings()
     console.print(
@@ -91,8 +91,8 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
     ] = False,
 ) -> None:
     """Take a report over the phone: prompts for what the flags did not give, then prints its reference."""
-    from pipeline import bootstrap  # noqa: PLC0415 - keeps `tipline --help` fast
-    from pipeline.ingest.client import submit_report  # noqa: PLC0415
+    from pipeline import bootstrap
+    from pipeline.ingest.client import submit_report
 
     urls, emails, phones, usernames, ips = (_split(v or []) for v in (url, email, phone_number, username, ip))
     if not yes:
@@ -184,8 +184,8 @@ def erase(
     ],
 ) -> None:
     """Erase a reporter's contact details by deleting their key: unrecoverable; the report stays readable."""
-    from pipeline import bootstrap, db  # noqa: PLC0415 - keeps `tipline --help` fast
-    from pipeline.ingest import crypto  # noqa: PLC0415
+    from pipeline import bootstrap, db
+    from pipeline.ingest import crypto
 
     try:
         report_id = str(uuid.UUID(report))

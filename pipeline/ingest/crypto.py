@@ -189,7 +189,7 @@ def erase(conn: Any, report_id: str, *, now: datetime | None = None) -> bool:
 
 def _need(settings: Settings | None) -> Settings:
     if settings is None:
-        from pipeline import bootstrap  # noqa: PLC0415 - the composition root: the settings, read once
+        from pipeline import bootstrap
 
         return bootstrap.settings()
     return settings

@@ -219,13 +219,13 @@ def create_app(settings: Settings) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` (several worker processes read the settings themselves)."""
-    from pipeline import bootstrap  # noqa: PLC0415 - only uvicorn worker processes need it
+    from pipeline import bootstrap
 
     return create_app(bootstrap.settings())
 
 
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int | None = None, workers: int = 1) -> None:
-    import uvicorn  # noqa: PLC0415 - the server is needed only when serving
+    import uvicorn
 
     port = port or settings.http_port
     if workers > 1:

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -116,6 +117,7 @@ GAMING_HOSTS = frozenset(
 )
 
 _HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+_BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 _SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 _HASH_PATTERNS = {
     ev.HashType.MD5: re.compile(r"^[0-9a-f]{32}$"),
@@ -188,7 +190,7 @@ def normalize_url(raw: str, field: str = "url") -> ev.UrlRef:
         raise _refuse(field, "the URL is empty")
     if len(text) > ev.MAX_URL_LENGTH:
         raise _refuse(field, f"the URL is longer than {ev.MAX_URL_LENGTH} characters")
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    if _BAD_URL_CHARS.search(text):
         raise _refuse(field, "the URL contains spaces or control characters")
     if text.lower().startswith("data:"):
         raise _refuse(field, MEDIA_MESSAGE, "media_not_accepted")
@@ -386,9 +388,14 @@ def _convert(hint: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any: 
     raise TypeError(f"no JSON conversion for {hint!r}")  # a new field type must be handled here
 
 
-@typing.no_type_check
+@cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+@cache
+def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls)}
 
 
 def build_record(cls: type, data: Any, path: str) -> Any:
@@ -396,7 +403,7 @@ def build_record(cls: type, data: Any, path: str) -> Any:
     if not isinstance(data, dict):
         raise _refuse(path, "must be an object")
     hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = _fields(cls)
     for key in data:
         if key not in fields:
             raise _refuse(f"{path}.{key}", "is not a known field")
@@ -514,7 +521,7 @@ def parse_report(
     if "description" not in data or data["description"] is None:
         raise _refuse("description", "is required: say in a few words what you saw", "missing_field")
     hints = _hints(ev.ReportSubmitted)
-    metas = {f.name: f.metadata for f in dataclasses.fields(ev.ReportSubmitted)}
+    metas = {n: f.metadata for n, f in _fields(ev.ReportSubmitted).items()}
     fields: dict[str, Any] = {}
     for json_name, field_name in _TOP_LEVEL.items():
         if json_name in data and data[json_name] is not None:

@@ -44,36 +44,10 @@ from pipeline.topics import RECEIVED, SUBMITTED
 
 log = get_logger(stage="ingest")
 
-_INSERT_REPORT = """
-INSERT INTO ingest_reports (report_id, submission_id, digest, received_at)
-VALUES (%s, %s, %s, %s)
-ON CONFLICT (report_id) DO NOTHING
-RETURNING seq
-"""
-
-_NUMBER_AND_LINK = """
-WITH ins AS (
-    INSERT INTO ingest_link_keys (link_key, report_id, seq)
-    SELECT k, %(rid)s, %(seq)s FROM unnest(%(keys)s::text[]) AS k
-    ON CONFLICT DO NOTHING
-), prior AS (
-    SELECT l.report_id, min(l.seq) AS first_seq
-    FROM ingest_link_keys l JOIN ingest_reports r ON r.report_id = l.report_id
-    WHERE l.link_key = ANY(%(keys)s::text[]) AND l.seq < %(seq)s AND r.closed_at IS NULL
-    GROUP BY l.report_id
+_RECEIVE = (
+    "SELECT seq, received_at, linked_to, reporters_count, same_submission "
+    "FROM ingest_receive(%s, %s, %s, %s, %s)"
 )
-UPDATE ingest_reports
-SET report_number = %(num)s,
-    linked_to = (SELECT report_id FROM prior ORDER BY first_seq LIMIT 1),
-    reporters_count = 1 + (SELECT count(*) FROM prior)
-WHERE report_id = %(rid)s
-RETURNING linked_to, reporters_count
-"""
-
-_EXISTING = """
-SELECT digest, report_number, received_at, linked_to, reporters_count
-FROM ingest_reports WHERE report_id = %s
-"""
 
 _REJECTION = """
 WITH ins AS (
@@ -116,41 +90,30 @@ def receive(event: Any, conn: Any, *, prefix: str = "CT") -> ev.ReportReceived |
     except DomainError as exc:
         return _reject(event, conn, digest, reason_code="invalid_field", message=str(exc), field=exc.field)
 
-    now = _now()
-    row = conn.execute(_INSERT_REPORT, (report_id, event.submission_id, digest, now)).fetchone()
-    if row is not None:
-        seq = int(row[0])
-        number = logic.report_number(seq, now, prefix)
-        linked = conn.execute(
-            _NUMBER_AND_LINK, {"rid": report_id, "seq": seq, "keys": list(content.link_keys), "num": number}
-        ).fetchone()
-        numbering = logic.Numbering(
-            report_number=number,
-            received_at=now,
-            linked_to=str(linked[0]) if linked[0] is not None else None,
-            reporters_count=int(linked[1]),
+    # One round trip: number the report (or read its row back), record its link keys, find its link.
+    row = conn.execute(
+        _RECEIVE, (report_id, event.submission_id, digest, _now(), list(content.link_keys)), prepare=True
+    ).fetchone()
+    seq, received_at, linked_to, reporters_count, same_submission = row
+    if not same_submission:
+        return _reject(
+            event,
+            conn,
+            digest,
+            reason_code="duplicate_submission",
+            message=f"submission {event.submission_id} was already received as report "
+            f"{logic.report_number(seq, received_at, prefix)}",
+            field="submission_id",
+            duplicate_of=report_id,
         )
-        return logic.received(event, content, numbering)
-
-    stored = conn.execute(_EXISTING, (report_id,)).fetchone()
-    if bytes(stored[0]) == digest:
-        # The same record again: a replayed batch. Emit exactly what was emitted the first time.
-        numbering = logic.Numbering(
-            report_number=stored[1],
-            received_at=stored[2].astimezone(UTC),
-            linked_to=str(stored[3]) if stored[3] is not None else None,
-            reporters_count=int(stored[4]),
-        )
-        return logic.received(event, content, numbering)
-    return _reject(
-        event,
-        conn,
-        digest,
-        reason_code="duplicate_submission",
-        message=f"submission {event.submission_id} was already received as report {stored[1]}",
-        field="submission_id",
-        duplicate_of=report_id,
+    # A first receipt, or the same record again (a replayed batch): either way, the row decides.
+    numbering = logic.Numbering(
+        report_number=logic.report_number(seq, received_at.astimezone(UTC), prefix),
+        received_at=received_at.astimezone(UTC),
+        linked_to=str(linked_to) if linked_to is not None else None,
+        reporters_count=int(reporters_count),
     )
+    return logic.received(event, content, numbering)
 
 
 def _reject(
