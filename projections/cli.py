@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline import bootstrap
@@ -71,7 +72,7 @@ def print_statistics(
         ("province", stats.by_province),
         ("hosting country", stats.by_hosting_country),
     ):
-        counts.add_row(label, ", ".join(f"{k} {v}" for k, v in data.items()) or "-")
+        counts.add_row(label, escape(", ".join(f"{k} {v}" for k, v in data.items())) or "-")
     console.print(counts)
     times = Table(title="Time in each step (first occurred_at of each step's event)")
     for col in ("from", "to", "reports", "median", "p90"):
@@ -137,13 +138,17 @@ def history_cmd(
 
     h = history(bootstrap.settings(), report_id, timeout=timeout)
     if not h.entries:
-        console.print(f"No event of report {report_id} in {h.scan.records} record(s) scanned.")
-    t = Table(title=f"History of {report_id}")
-    for col in ("time (UTC)", "event", "actor", "summary"):
+        console.print(f"No event of report {escape(report_id)} in {h.scan.records} record(s) scanned.")
+    t = Table(title=f"History of {escape(report_id)}")
+    t.add_column("time (UTC)", no_wrap=True)
+    for col in ("event", "actor", "summary"):
         t.add_column(col)
     for e in h.entries:
         t.add_row(
-            e.occurred_at.astimezone(UTC).isoformat(timespec="milliseconds"), e.event_type, e.actor, e.summary
+            e.occurred_at.astimezone(UTC).isoformat(timespec="milliseconds"),
+            e.event_type,
+            escape(e.actor),
+            escape(e.summary),
         )
     if h.entries:
         console.print(t)
