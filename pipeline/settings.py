@@ -126,7 +126,29 @@ class Settings:
             route_tables=Path(env["TIPLINE_ROUTE_TABLES"]).expanduser()
             if env.get("TIPLINE_ROUTE_TABLES")
             else None,
+            extra=_extra(env),
         )
+
+
+EXTRA_ENV: Mapping[str, str] = {
+    "TIPLINE_CLASSIFY_RULES": "classify.rules",
+    "TIPLINE_CLASSIFY_CATEGORIES": "classify.categories",
+    "TIPLINE_CLASSIFY_CRIMINAL_CODE": "classify.criminal_code",
+    "TIPLINE_KNOWN_HASHES": "assess.known_hashes_file",
+}
+"""Operator-replaceable tables, by environment variable -> the key a step reads in ``Settings.extra``."""
+
+
+def _extra(env: Mapping[str, str]) -> dict[str, str]:
+    extra: dict[str, str] = {}
+    for var, key in EXTRA_ENV.items():
+        raw = env.get(var, "").strip()
+        if raw:
+            path = Path(raw)
+            if not path.is_file():
+                raise ConfigError(f"{var}={raw!r} is not a readable file; point it at the replacement table.")
+            extra[key] = str(path.resolve())
+    return extra
 
 
 def _partitions(raw: str) -> int:
