@@ -54,7 +54,9 @@ def test_history_command_redacts_the_description(
     produce_spread(settings, events)
     rid = events[0].envelope.report_id
     result = CliRunner().invoke(
-        app, ["audit", "history", rid, "--timeout", "60"], env={"TIPLINE_TOPIC_SUFFIX": settings.topic_suffix}
+        app,
+        ["audit", "history", rid, "--timeout", "60"],
+        env={"TIPLINE_TOPIC_SUFFIX": settings.topic_suffix, "COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
     assert "ReportReceived" in result.output
