@@ -1,0 +1,249 @@
+"""Benchmark: HTTP intake and the ingest stage on the real Kafka and PostgreSQL. Prints figures, asserts nothing.
+
+Run: ``.venv/bin/python scripts/bench_ingest.py [--reports 5000] [--concurrency 64] [--workers 2]``
+with the services up. The reports are the project's generated stream (``pipeline.generator``), with
+fresh submission ids so that a second run is not a stream of resubmissions.
+
+1. HTTP intake: ``tipline intake serve`` runs in a subprocess (uvicorn, ``--workers``); an httpx client
+   posts the reports with ``--concurrency`` requests in flight; each 202 means the event was acknowledged
+   by the broker (acks=all). Printed beside: raw confluent-kafka produce of the same encoded records
+   (idempotent, acks=all, one flush at the end) in the same run.
+2. Ingest stage: the transactional stage runner (in this process) consumes the submitted topic and emits
+   ``ReportReceived`` (numbering and linking in PostgreSQL, one Kafka transaction per batch). Printed
+   beside: raw produce of the same records again.
+
+Everything runs under a topic suffix of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pipeline import events as ev
+from pipeline import kafka, serde
+from pipeline.generator import generate
+from pipeline.ingest import client, logic
+from pipeline.ingest.stage import spec
+from pipeline.logging import configure
+from pipeline.runtime import StageRunner
+from pipeline.settings import Settings
+from pipeline.topics import RECEIVED, SUBMITTED, TopicSpec, dead_letter, name
+
+SCRATCH = TopicSpec(
+    name="tipline.bench.ingest-baseline.v1", events=(), description="bench", produced_by="bench"
+)
+
+
+def reports(n: int, seed: int) -> list[dict[str, Any]]:
+    out = []
+    for r in generate(n, seed):
+        out.append({**r, "submission_id": str(uuid.uuid4())})
+    return out
+
+
+def raw_produce(settings: Settings, values: list[tuple[bytes, bytes]]) -> float:
+    """Reports per second for plain produce of the same bytes (idempotent, acks=all), flushed once."""
+    prod = kafka.producer(settings)
+    topic = name(SCRATCH, settings.topic_suffix)
+    started = time.perf_counter()
+    for key, value in values:
+        while True:
+            try:
+                prod.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                prod.poll(0.05)
+    remaining = prod.flush(60)
+    elapsed = time.perf_counter() - started
+    if remaining:
+        print(f"  (baseline: {remaining} records not acknowledged)")
+    return len(values) / elapsed
+
+
+def encoded(bodies: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    """The records the intake would publish for these bodies (a stand-in ciphertext of the same size)."""
+    out = []
+    for body in bodies:
+        parsed = logic.parse_report(body)
+        enc = None
+        if parsed.contact is not None:
+            enc = ev.EncryptedContact(key_id=parsed.report_id, nonce=b"\0" * 12, ciphertext=b"\0" * 96)
+        event = logic.to_submitted(parsed, channel=ev.Channel.WEB, now=client.now_ms(), contact=enc)
+        out.append((event.envelope.report_id.encode(), serde.encode(event)))
+    return out
+
+
+async def post_all(base: str, bodies: list[dict[str, Any]], concurrency: int) -> tuple[float, dict[int, int]]:
+    statuses: dict[int, int] = {}
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
+
+        async def worker() -> None:
+            while True:
+                try:
+                    body = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                r = await http.post("/v1/reports", json=body)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return len(bodies) / elapsed, statuses
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the intake server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/v1/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the intake server did not answer within 30 s")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and its children (uvicorn's workers), from /proc."""
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tck
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def bench_http(  # noqa: PLR0917 - a benchmark's knobs
+    settings: Settings,
+    bodies: list[dict[str, Any]],
+    warm: list[dict[str, Any]],
+    concurrency: int,
+    workers: int,
+    port: int,
+) -> float:
+    env = {**os.environ, "TIPLINE_TOPIC_SUFFIX": settings.topic_suffix, "TIPLINE_LOG_FORMAT": "json"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "intake",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, proc)
+        asyncio.run(post_all(base, warm, concurrency))  # warm-up: other reports, not resubmissions
+        server_cpu = _cpu_seconds(proc.pid)
+        client_cpu = time.process_time()
+        rate, statuses = asyncio.run(post_all(base, bodies, concurrency))
+        server_ms = (_cpu_seconds(proc.pid) - server_cpu) / len(bodies) * 1000
+        client_ms = (time.process_time() - client_cpu) / len(bodies) * 1000
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    print(
+        f"  HTTP intake:    {rate:8.0f} reports/s  ({len(bodies)} posts, {concurrency} in flight, "
+        f"{workers} worker(s); statuses {statuses})"
+    )
+    print(
+        f"  CPU per report: server {server_ms:.2f} ms (all workers), httpx client {client_ms:.2f} ms; "
+        f"both share the machine's {os.cpu_count()} CPUs"
+    )
+    return rate
+
+
+def bench_stage(settings: Settings, expected: int) -> float:
+    runner = StageRunner(spec(settings), settings, instance="bench")
+    runner.start()
+    try:
+        # The first poll joins the group; start the clock at the first batch.
+        while runner.poll_once(1.0) == 0:
+            pass
+        started = time.perf_counter()
+        first = runner.processed
+        deadline = time.monotonic() + 600
+        while runner.processed < expected and time.monotonic() < deadline:
+            runner.poll_once(0.5)
+        elapsed = time.perf_counter() - started
+        done = runner.processed - first
+    finally:
+        runner.close()
+    rate = done / elapsed if elapsed > 0 else float("nan")
+    print(
+        f"  ingest stage:   {rate:8.0f} reports/s  ({runner.processed} of {expected} records, "
+        f"batch {runner.spec.batch_size}, one instance)"
+    )
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reports", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=18765)
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+    configure("json", level=logging.WARNING)
+
+    settings = Settings.from_env().with_suffix(f".bench{uuid.uuid4().hex[:8]}")
+    kafka.ensure_topics(settings, (SUBMITTED, RECEIVED, dead_letter("ingest"), SCRATCH))
+    bodies = reports(args.reports, args.seed)
+    with_contact = sum(1 for b in bodies if b.get("contact"))
+    print(
+        f"ingest benchmark: {len(bodies)} generated reports ({with_contact} with contact details), "
+        f"topic suffix {settings.topic_suffix}, {os.cpu_count()} CPU(s)"
+    )
+
+    values = encoded(bodies)
+    baseline_http = raw_produce(settings, values)
+    warm = reports(200, args.seed + 1)
+    http_rate = bench_http(settings, bodies, warm, args.concurrency, args.workers, args.port)
+    print(f"  raw produce:    {baseline_http:8.0f} reports/s  (same records, confluent-kafka, acks=all)")
+    print(f"  ratio:          {http_rate / baseline_http:8.3f} of raw produce")
+
+    baseline_stage = raw_produce(settings, values)
+    stage_rate = bench_stage(settings, len(bodies) + len(warm))
+    print(f"  raw produce:    {baseline_stage:8.0f} reports/s  (same records, same run)")
+    print(f"  ratio:          {stage_rate / baseline_stage:8.3f} of raw produce")
+    target = 2000
+    for label, rate in (("HTTP intake", http_rate), ("ingest stage", stage_rate)):
+        verdict = "meets" if rate >= target else "is BELOW"
+        print(f"  {label} {verdict} the {target} reports/s target ({rate:.0f}).")
+
+
+if __name__ == "__main__":
+    main()
