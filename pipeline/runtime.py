@@ -140,6 +140,7 @@ class StageRunner:
         self.granted: dict[int, float] = {}
         self.start_offsets: dict[tuple[str, int], int] = {}
         self.lanes_dirty = False
+        self.preemptions = 0
         self.processed = 0
         self.db: Any = None
 
@@ -364,6 +365,8 @@ class StageRunner:
             if handled < len(msgs):
                 # Preempted by a more urgent lane: the rest was not committed; read it again later.
                 self._rewind(msgs[handled:])
+                self.preemptions += 1
+                self.log.debug("batch_preempted", handled=handled, put_back=len(msgs) - handled)
             self.processed += handled
             return
 
