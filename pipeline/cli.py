@@ -36,6 +36,7 @@ def _mount_step_commands() -> None:
     app.add_typer(__import__("pipeline.route.cli", fromlist=["app"]).app, name="route")
     app.add_typer(__import__("pipeline.classify.cli", fromlist=["app"]).app, name="classify")
     app.add_typer(__import__("pipeline.assess.cli", fromlist=["app"]).app, name="analyst")
+    app.add_typer(__import__("pipeline.prioritize.cli", fromlist=["app"]).app, name="prioritize")
     __import__("pipeline.ingest.cli", fromlist=["mount"]).mount(app)
     __import__("projections.cli", fromlist=["mount"]).mount(app)
     # --- end step sub-commands ---

@@ -274,3 +274,16 @@ def test_other_event_types_are_refused() -> None:
     with pytest.raises(DomainError) as err:
         decide(p, MemoryState(), T0)
     assert err.value.reason == "unexpected_event_type"
+
+
+def test_cli_prints_every_rule() -> None:
+    """`tipline prioritize rules` lists every rule with its level, for an analyst lead to review."""
+    from typer.testing import CliRunner
+
+    from pipeline.prioritize.cli import app
+
+    result = CliRunner().invoke(app, ["rules"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for rule in RULES:
+        assert rule.name in result.output
+    assert "level 1: information about a child victim or a suspect" in result.output
