@@ -281,12 +281,29 @@ def patch(event: ev.Event | Any) -> tuple[ReportRow, Referral | None]:
 
 
 def fold(events: Iterable[ev.Event | Any]) -> tuple[dict[str, ReportRow], dict[str, Referral]]:
-    """A batch of events folded into one patch per report and its referrals (by event id)."""
-    rows: dict[str, ReportRow] = {}
+    """A batch of events folded into one patch per report and its referrals (by event id).
+
+    The same result as merging every ``patch(event)``, built in place (the projector's hot loop).
+    """
+    groups: dict[str, dict[str, GroupValue]] = {}
+    steps: dict[str, int] = {}
     referrals: dict[str, Referral] = {}
     for event in events:
-        row, referral = patch(event)
-        rows[row.report_id] = merge(rows.get(row.report_id), row)
-        if referral is not None:
-            referrals[referral.event_id] = referral
+        group, values = _values(event)
+        env = event.envelope
+        rid, at = env.report_id, env.occurred_at
+        gv = GroupValue(first_at=at, at=at, event_id=env.event_id, values=values)
+        step = STEP_ORDER.get(group, 0)
+        mine = groups.get(rid)
+        if mine is None:
+            groups[rid] = {group: gv}
+            steps[rid] = step
+        else:
+            mine[group] = merge_group(mine.get(group), gv) or gv
+            steps[rid] = max(steps[rid], step)
+        if group == "referred":
+            _row, referral = patch(event)
+            if referral is not None:
+                referrals[referral.event_id] = referral
+    rows = {rid: ReportRow(report_id=rid, step=steps[rid], groups=g) for rid, g in groups.items()}
     return rows, referrals

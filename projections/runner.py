@@ -19,9 +19,11 @@ A database or broker failure stops the process (the supervisor restarts it; it r
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +110,17 @@ def where(m: Message) -> tuple[str, int, int]:
     return (m.topic() or "", m.partition() or 0, m.offset() or 0)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Prepared:
+    """A decoded, folded batch and the positions it reaches, ready for one transaction."""
+
+    rows: dict[str, model.ReportRow]
+    referrals: dict[str, model.Referral]
+    rejected: list[tuple[str, int, int, str, str]]
+    nxt: dict[Position, int]
+    events: int
+
+
 @dataclass
 class BatchResult:
     events: int = 0
@@ -152,6 +165,8 @@ class Projector:
         )
         self._lock_key = f"tipline.projector:{self.schema}:{projection}"
         self._partitions: list[Position] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector-writer")
+        self._pending: Future[BatchResult] | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -169,10 +184,15 @@ class Projector:
         )
 
     def close(self) -> None:
+        """Commit the batch in flight (a failure in it was already raised by ``poll_once``), then close."""
         try:
-            self.consumer.close()
+            self._settle()
         finally:
-            self.conn.close()
+            self._writer.shutdown(wait=True)
+            try:
+                self.consumer.close()
+            finally:
+                self.conn.close()
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -189,19 +209,41 @@ class Projector:
                 self.eof[(t, p)] = o
             elif err.fatal():
                 raise ServiceError(f"Kafka reported a fatal error: {err.str()}.")
-        if not records:
+        # Decoding this batch overlaps with the previous batch's transaction in the writer thread
+        # (psycopg releases the GIL while PostgreSQL works); batches still commit one after another.
+        prepared = self._prepare(records) if records else None
+        if not self._settle():
             return 0
+        if prepared is None:
+            return 0
+        self._pending = self._writer.submit(self._commit, prepared)
+        return len(records)
+
+    def _settle(self) -> bool:
+        """Wait for the batch in flight; False if the stored positions moved (then seek to them)."""
+        if self._pending is None:
+            return True
+        fut, self._pending = self._pending, None
         try:
-            result = self._commit(records)
+            result = fut.result()
         except _Moved:
             log.info("projector_positions_moved", schema=self.schema)
             self._seek_to_stored()
-            return 0
+            return False
+        except Exception:
+            # The batch consumed after the failed one must not be skipped if the caller goes on.
+            with contextlib.suppress(Exception):
+                self._seek_to_stored()
+            raise
         self.processed += result.events
         self.rejected += result.rejected
-        return len(records)
+        return True
 
-    def _commit(self, records: list[Message]) -> BatchResult:
+    def flush(self) -> None:
+        """Commit the batch in flight, if any."""
+        self._settle()
+
+    def _prepare(self, records: list[Message]) -> _Prepared:
         nxt: dict[Position, int] = {}
         items: list[bulk.Item] = []
         for m in records:
@@ -209,8 +251,17 @@ class Projector:
             nxt[(t, p)] = o + 1
             items.append(bulk.Item(value=m.value(), key=m.key(), tag=(t, p, o)))
         good, bad = bulk.decode_batch(items)
-        rejected = [(*it.tag, exc.reason, str(exc)) for it, exc in bad]
         rows, referrals = model.fold(rec for _it, rec in good)
+        return _Prepared(
+            rows=rows,
+            referrals=referrals,
+            rejected=[(*it.tag, exc.reason, str(exc)) for it, exc in bad],
+            nxt=nxt,
+            events=len(good),
+        )
+
+    def _commit(self, batch: _Prepared) -> BatchResult:
+        rows, referrals, rejected, nxt = batch.rows, batch.referrals, batch.rejected, batch.nxt
         s = sql.Identifier(self.schema)
         with self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
@@ -239,7 +290,7 @@ class Projector:
         self.positions.update(nxt)
         for t, p, o, reason, _msg in rejected:
             log.warning("projection_record_rejected", topic=t, partition=p, offset=o, reason=reason)
-        return BatchResult(events=len(good), rejected=len(rejected))
+        return BatchResult(events=batch.events, rejected=len(rejected))
 
     # --- catching up --------------------------------------------------------------------------
 
@@ -257,11 +308,14 @@ class Projector:
         """Consume until every partition reached the end it had when this call began."""
         targets = self.high_watermarks()
         deadline = time.monotonic() + timeout
-        while not self.caught_up(targets):
+        while True:
+            if self.caught_up(targets):
+                self.flush()
+                if self.caught_up(targets):  # still, unless the flush found the positions moved
+                    return self.processed
             if time.monotonic() > deadline:
                 raise ServiceError(f"the projector did not catch up within {timeout:.0f} s.")
             self.poll_once(0.5)
-        return self.processed
 
 
 class _Stop:
