@@ -24,10 +24,11 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import psycopg
 from confluent_kafka import KafkaError, Message, Producer
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -202,7 +203,17 @@ def create_app(settings: Settings) -> FastAPI:
             parsed = logic.parse_report(data)
             enc = None
             if parsed.contact is not None:
-                enc = await run_in_threadpool(intake.encrypt, parsed.report_id, dict(parsed.contact))
+                try:
+                    enc = await run_in_threadpool(intake.encrypt, parsed.report_id, dict(parsed.contact))
+                except (psycopg.Error, PoolTimeout):
+                    log.warning("contact_key_store_unavailable", report_id=parsed.report_id)
+                    return _error(
+                        503,
+                        "the key store is unavailable; send the report again shortly.",
+                        None,
+                        "unavailable",
+                        **{"Retry-After": "5"},
+                    )
             event = logic.to_submitted(parsed, channel=ev.Channel.WEB, now=client.now_ms(), contact=enc)
         except DomainError as exc:
             return _error(422, str(exc), exc.field, exc.reason)

@@ -117,6 +117,7 @@ GAMING_HOSTS = frozenset(
 )
 
 _HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+_DATA_URI = re.compile(r"\s*data:[a-z0-9.+-]+/[a-z0-9.+-]+(;[a-z0-9=.+-]+)*,", re.IGNORECASE)
 _BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 _SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 _HASH_PATTERNS = {
@@ -307,7 +308,7 @@ def find_media(value: Any, path: str = "") -> str | None:
             found = find_media(v, f"{path}[{i}]")
             if found:
                 return found
-    elif isinstance(value, str) and value[:5].lower() == "data:":
+    elif isinstance(value, str) and _DATA_URI.match(value):
         return path or "(body)"
     return None
 

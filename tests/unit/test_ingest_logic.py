@@ -237,6 +237,26 @@ def test_bad_reports_name_the_field(report: dict[str, Any], field: str, reason: 
     assert (info.value.field, info.value.reason) == (field, reason)
 
 
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        ("data:image/png;base64,iVBORw0KGgo=", True),
+        ("DATA:video/mp4,AAAA", True),
+        ("data:text/plain;charset=utf-8,hello", True),
+        ("Data: he sent me this on Tuesday", False),
+        ("data:, nothing", False),
+    ],
+)
+def test_data_uris_are_refused_as_media_but_plain_text_is_not(text: str, refused: bool) -> None:
+    """A data: URI anywhere is an upload and refused; a description that merely starts with "data:" is not."""
+    if refused:
+        with pytest.raises(DomainError) as info:
+            logic.parse_report({"description": "x", "usernames_reported": [text]})
+        assert (info.value.field, info.value.reason) == ("usernames_reported[0]", "media_not_accepted")
+    else:
+        assert logic.parse_report({"description": text}).fields["description"] == text
+
+
 def test_deep_nesting_refused() -> None:
     """JSON nested deeper than 20 levels is refused before anything else looks at it."""
     deep: Any = "x"
