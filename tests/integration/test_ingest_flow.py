@@ -286,3 +286,18 @@ def test_bad_records_on_the_topic(settings: Settings, topics: None) -> None:
     assert any(
         isinstance(e, ev.ReportReceived) and e.envelope.report_id == good.envelope.report_id for e in out
     )
+
+
+def test_intake_client_batches_and_confirms_on_flush(settings: Settings, topics: None) -> None:
+    """An intake system's long-lived client queues reports, and flush() confirms every one is stored."""
+    bodies = [{"description": f"batch {i}", "urls": [f"example.com/{uuid.uuid4().hex}"]} for i in range(5)]
+    with client.IntakeClient(settings) as intake:
+        receipts = [intake.submit(b, wait=False) for b in bodies]
+        intake.flush()
+        receipts.append(intake.submit({"description": "with contact", "contact": {"phone": "613 555 0142"}}))
+    got = consume(settings, SUBMITTED, count=6, timeout=30).events
+    assert sorted(e.envelope.report_id for e in got) == sorted(r.report_id for r in receipts)
+    assert all(e.channel == ev.Channel.API for e in got)
+    with_contact = [e for e in got if e.contact is not None]
+    assert len(with_contact) == 1
+    assert with_contact[0].anonymous is False
