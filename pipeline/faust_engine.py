@@ -157,8 +157,8 @@ class FaustStage:
                     attempt=attempt,
                 )
                 if attempt >= self.spec.max_attempts:
-                    why = ("unexpected_error", "failed repeatedly; see the stage's log", None)
-                    await self._dead_letter(source, key, raw, why)
+                    failed = ("unexpected_error", "failed repeatedly; see the stage's log", None)
+                    await self._dead_letter(source, key, raw, failed)
                     return
                 await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
         encoded: list[tuple[Output, bytes]] = []

@@ -117,11 +117,12 @@ STAGES: dict[str, dict[str, Any]] = {
 def _produce(settings: Settings, records: Sequence[tuple[TopicSpec, Any]]) -> None:
     prod = kafka.producer(settings)
     for spec, event in records:
+        headers: list[tuple[str, str | bytes | None]] = list(serde.headers_for(event))
         prod.produce(
             topic_name(spec, settings.topic_suffix),
             key=event.envelope.report_id.encode(),
             value=serde.encode(event),
-            headers=serde.headers_for(event),
+            headers=headers,
         )
         prod.poll(0)
     left = prod.flush(60)

@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from faust.types.enums import ProcessingGuarantee
 
 from pipeline import kafka
 from pipeline.classify.samples import prioritized
@@ -68,8 +70,8 @@ def faust_stage(settings: Settings, log: Path, guarantee: str = "at_least_once")
     assert rc == 0, f"the faust stage exited with {rc}: {log.read_text()[-2000:]}"
 
 
-def _by_lane(messages: list[object], events: list[object]) -> set[tuple[int | None, str]]:
-    return {(lane_of(m.topic() or ""), e.envelope.event_id) for m, e in zip(messages, events, strict=True)}  # type: ignore[attr-defined]
+def _by_lane(messages: Sequence[Any], events: Sequence[Any]) -> set[tuple[int | None, str]]:
+    return {(lane_of(m.topic() or ""), e.envelope.event_id) for m, e in zip(messages, events, strict=True)}
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
@@ -108,9 +110,9 @@ def test_faust_engine_gives_the_same_events_as_the_confluent_engine(
 def test_faust_app_is_configured_not_to_declare_topics_nor_share_offsets(settings: Settings) -> None:
     """The faust app never creates topics, has no leader topic, and uses its own consumer group."""
     stage = FaustStage(spec(settings), settings, guarantee="exactly_once")
-    conf = stage.app.conf
+    conf: Any = stage.app.conf
     assert conf.topic_allow_declare is False
     assert conf.topic_disable_leader is True
-    assert conf.processing_guarantee.value == "exactly_once"
+    assert conf.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
     assert app_id(stage.spec, settings) == group("classify", settings.topic_suffix) + ".faust"
     assert conf.id == group("classify", settings.topic_suffix) + ".faust"
