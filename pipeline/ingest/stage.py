@@ -3,8 +3,10 @@
 - Input topic: ``SUBMITTED`` (``ReportSubmitted``, from the HTTP endpoint, the phone line and intake
   systems). Output topic: ``RECEIVED`` (``ReportReceived``, or ``ReportRejected``). Key: the report id.
 - Numbering: ``CT-<year>-<seq>`` from the ingest-owned sequence; one row per report in
-  ``ingest_reports`` (keyed by report id) holds its number, receipt time and link, so a replayed batch
-  reads the row back and emits the very same ``ReportReceived`` (same event id, number and time).
+  ``ingest_reports`` (keyed by report id) holds its sequence number, receipt time and link, so a
+  replayed batch reads the row back and emits the very same ``ReportReceived`` (same event id, number
+  and time). One round trip per report: the PL/pgSQL function ``ingest_receive`` (``sql/``).
+  Numbers are unique and increasing but may have gaps (a rolled-back batch does not return them).
 - Resubmission: a second submission with the same submission id (same report id) whose bytes differ
   from the numbered one never makes a second report: it is a ``ReportRejected(reason_code=
   "duplicate_submission", duplicate_of=<report id>)``, whose id is derived from a digest of the
@@ -12,11 +14,14 @@
   byte-identical record is indistinguishable from a redelivery and yields the same event again (same
   event id), which downstream consumers treat as one.
 - Linking: a report whose normalised URLs or file hashes match an earlier open report gets
-  ``linked_to`` = the earliest such report and ``reporters_count`` = how many open reports share them
-  so far (``ingest_link_keys``, keyed by (key, report id)). Closing is not wired yet: a report counts as
-  open unless ``ingest_reports.closed_at`` is set, which nothing sets in this version. Two instances
-  handling reports with the same URL at the same instant may each miss the other (their transactions
-  do not see each other); the count is then low by one, never a duplicate report.
+  ``linked_to`` = the earliest such report and ``reporters_count`` = how many reports have named its
+  most-reported URL or hash so far, itself included. ``ingest_link_keys`` keeps every (key, report id)
+  pair; ``ingest_link_heads`` keeps per key its first report and count, so linking costs O(keys) even
+  for a URL thousands of reports name. Closing is not wired yet: a report counts as open unless
+  ``ingest_reports.closed_at`` is set, which nothing sets in this version (a later version should set
+  it from the closed topic and move the heads of its keys). Two instances that meet on a shared key
+  serialise on its head row, so counts stay exact; a deadlock between them (opposite key order across
+  batches) aborts one batch, which the runner retries.
 - Failure policy: content that does not normalise (a URL, IP, phone or e-mail address) is a
   ``ReportRejected(reason_code="invalid_field", field=...)`` on RECEIVED; an event that is not a
   well-formed ``ReportSubmitted`` (wrong type, report id not derived from its submission id) raises
