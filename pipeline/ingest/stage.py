@@ -100,6 +100,7 @@ def receive(event: Any, conn: Any, *, prefix: str = "CT") -> ev.ReportReceived |
         _RECEIVE, (report_id, event.submission_id, digest, _now(), list(content.link_keys)), prepare=True
     ).fetchone()
     seq, received_at, linked_to, reporters_count, same_submission = row
+    received_at = received_at.astimezone(UTC)
     if not same_submission:
         return _reject(
             event,
@@ -113,8 +114,8 @@ def receive(event: Any, conn: Any, *, prefix: str = "CT") -> ev.ReportReceived |
         )
     # A first receipt, or the same record again (a replayed batch): either way, the row decides.
     numbering = logic.Numbering(
-        report_number=logic.report_number(seq, received_at.astimezone(UTC), prefix),
-        received_at=received_at.astimezone(UTC),
+        report_number=logic.report_number(seq, received_at, prefix),
+        received_at=received_at,
         linked_to=str(linked_to) if linked_to is not None else None,
         reporters_count=int(reporters_count),
     )
