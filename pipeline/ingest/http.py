@@ -7,6 +7,25 @@
   ``loop.call_soon_threadsafe``).
 - ``GET /v1/health``.
 
+The body (``pipeline.ingest.logic.parse_report`` is the reference; unknown fields are refused)::
+
+    {"submission_id": "<client's UUID: send one so that a retry is safe>",
+     "description": "...",                       (required)
+     "category": "luring" | ... | null,           (null: not sure)
+     "language": "en" | "fr",
+     "incident_time": "2026-01-31T20:00:00Z",
+     "urls": [...], "ip_addresses": [...], "emails_reported": [...], "phones_reported": [...],
+     "usernames_reported": [...],
+     "suspect": {...}, "victim": {"age": 13, "location": {"province": "ON"}, ...},
+     "files": [{"file_name": ..., "hashes": [{"hash_type": "sha256", "value": ...}], "seen_at_url": ...}],
+     "annotations": [...], "facts": {...}, "tech": {"chat_client": ..., "game": ..., ...},
+     "anonymous": true | false,                   (default: true unless a contact is given)
+     "contact": {"name", "email", "phone", "preferred_language", "time_to_call"}}
+
+Without a ``submission_id`` the server makes one (a retry is then a new report). The report id is
+``uuid5`` of the submission id, so a resubmission maps to the same report and ingest never numbers it
+twice. The contact is encrypted (``pipeline.ingest.crypto``) before the event is produced.
+
 Bad input always gets one 4xx with ``{"error": <sentence>, "field": <field or null>, "reason": <code>}``:
 a body over ``MAX_BODY_BYTES`` (413), a content type other than JSON, multipart uploads included (415),
 a body that is not UTF-8 or not JSON (400), JSON nested deeper than 20 levels, a missing or unknown
