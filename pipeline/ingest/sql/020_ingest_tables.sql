@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS ingest_link_keys (
     seq        bigint NOT NULL,
     PRIMARY KEY (link_key, report_id)
 );
-CREATE INDEX IF NOT EXISTS ingest_link_keys_by_key_seq ON ingest_link_keys (link_key, seq);
+-- Linking reads ingest_link_heads; this table's primary key is its only index.
+DROP INDEX IF EXISTS ingest_link_keys_by_key_seq;
 
 -- Rejections already emitted, by report id and submission digest, so a replay keeps their time.
 CREATE TABLE IF NOT EXISTS ingest_rejections (
