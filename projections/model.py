@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from pipeline import events as ev
 
@@ -196,16 +196,12 @@ def _distinct(items: Iterable[str | None]) -> list[str]:
     return list(seen)
 
 
-def _values(event: Any) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - one return per event type
-    """The group an event sets and its values, in ``Group.columns`` order.
-
-    ``event`` is an event dataclass or a ``projections.bulk.Record`` (the same attributes, enum values as
-    strings): dispatch is on the envelope's event type, and values are read as strings either way.
-    """
-    match event.envelope.event_type:
-        case "ReportSubmitted":
+def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - one return per event type
+    """The group an event sets and its values, in ``Group.columns`` order."""
+    match event:
+        case ev.ReportSubmitted():
             return "submitted", (str(event.channel),)
-        case "ReportReceived":
+        case ev.ReportReceived():
             b = event.body
             return "received", (
                 b.report_number,
@@ -215,11 +211,11 @@ def _values(event: Any) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - one r
                 len(b.incidents),
                 b.anonymous,
             )
-        case "ReportRejected":
+        case ev.ReportRejected():
             return "rejected", (event.reason_code,)
-        case "ReportPrioritized":
+        case ev.ReportPrioritized():
             return "prioritized", (event.level, event.arrival_seq)
-        case "ReportClassified":
+        case ev.ReportClassified():
             return "classified", (
                 event.level,
                 event.arrival_seq,
@@ -227,13 +223,13 @@ def _values(event: Any) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - one r
                 sorted(_distinct(s for i in event.incidents for s in i.sections)),
                 event.needs_analyst_review,
             )
-        case "ReportAssessed":
+        case ev.ReportAssessed():
             return "assessed", (str(event.determination), event.child_may_need_protection)
-        case "ReportReferred":
+        case ev.ReportReferred():
             return "referred", ()
-        case "FollowUpRequested":
+        case ev.FollowUpRequested():
             return "followup", (str(event.kind),)
-        case "ReportClosed":
+        case ev.ReportClosed():
             return "closed", (
                 str(event.outcome),
                 event.referrals,
@@ -245,14 +241,11 @@ def _values(event: Any) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - one r
                 sorted(_distinct(event.hosting_countries)),
             )
         case _:
-            raise TypeError(f"the read model does not know the event type {event.envelope.event_type!r}")
+            raise TypeError(f"the read model does not know the event type {type(event).__name__}")
 
 
-def patch(event: ev.Event | Any) -> tuple[ReportRow, Referral | None]:
-    """What one event says about its report (and the referral it records, if it is one).
-
-    Accepts an event or a ``projections.bulk.Record`` of one.
-    """
+def patch(event: ev.Event) -> tuple[ReportRow, Referral | None]:
+    """What one event says about its report (and the referral it records, if it is one)."""
     group, values = _values(event)
     env = event.envelope
     step = STEP_ORDER.get(group, 0)
@@ -266,8 +259,8 @@ def patch(event: ev.Event | Any) -> tuple[ReportRow, Referral | None]:
         },
     )
     referral = None
-    if group == "referred":
-        r = cast("Any", event).recipient
+    if isinstance(event, ev.ReportReferred):
+        r = event.recipient
         referral = Referral(
             event_id=env.event_id,
             report_id=env.report_id,
@@ -280,7 +273,7 @@ def patch(event: ev.Event | Any) -> tuple[ReportRow, Referral | None]:
     return row, referral
 
 
-def fold(events: Iterable[ev.Event | Any]) -> tuple[dict[str, ReportRow], dict[str, Referral]]:
+def fold(events: Iterable[ev.Event]) -> tuple[dict[str, ReportRow], dict[str, Referral]]:
     """A batch of events folded into one patch per report and its referrals (by event id).
 
     The same result as merging every ``patch(event)``, built in place (the projector's hot loop).
@@ -301,7 +294,7 @@ def fold(events: Iterable[ev.Event | Any]) -> tuple[dict[str, ReportRow], dict[s
         else:
             mine[group] = merge_group(mine.get(group), gv) or gv
             steps[rid] = max(steps[rid], step)
-        if group == "referred":
+        if isinstance(event, ev.ReportReferred):
             _row, referral = patch(event)
             if referral is not None:
                 referrals[referral.event_id] = referral

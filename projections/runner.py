@@ -40,12 +40,13 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined] # exported, not in its stubs
 from psycopg import sql
 
-from pipeline import db, kafka
-from pipeline.errors import ServiceError
+from pipeline import db, kafka, serde
+from pipeline.errors import SerdeError, ServiceError
+from pipeline.events import Event
 from pipeline.logging import get_logger
 from pipeline.settings import Settings
 from pipeline.topics import EVENT_TOPICS, group, name
-from projections import bulk, model, pg
+from projections import model, pg
 
 PROJECTION = "report_status"
 log = get_logger(stage="projections")
@@ -108,6 +109,12 @@ def end_offsets(settings: Settings, partitions: list[Position], timeout: float =
 def where(m: Message) -> tuple[str, int, int]:
     """A record's topic, partition and offset (typed: the client's stubs allow None for all three)."""
     return (m.topic() or "", m.partition() or 0, m.offset() or 0)
+
+
+def _decode(value: bytes | None) -> Event:
+    if value is None:
+        raise SerdeError("the record has no value.", reason="empty")
+    return serde.decode(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,20 +252,17 @@ class Projector:
 
     def _prepare(self, records: list[Message]) -> _Prepared:
         nxt: dict[Position, int] = {}
-        items: list[bulk.Item] = []
+        events: list[Event] = []
+        rejected: list[tuple[str, int, int, str, str]] = []
         for m in records:
             t, p, o = where(m)
             nxt[(t, p)] = o + 1
-            items.append(bulk.Item(value=m.value(), key=m.key(), tag=(t, p, o)))
-        good, bad = bulk.decode_batch(items)
-        rows, referrals = model.fold(rec for _it, rec in good)
-        return _Prepared(
-            rows=rows,
-            referrals=referrals,
-            rejected=[(*it.tag, exc.reason, str(exc)) for it, exc in bad],
-            nxt=nxt,
-            events=len(good),
-        )
+            try:
+                events.append(_decode(m.value()))
+            except SerdeError as exc:
+                rejected.append((t, p, o, exc.reason, str(exc)))
+        rows, referrals = model.fold(events)
+        return _Prepared(rows=rows, referrals=referrals, rejected=rejected, nxt=nxt, events=len(events))
 
     def _commit(self, batch: _Prepared) -> BatchResult:
         rows, referrals, rejected, nxt = batch.rows, batch.referrals, batch.rejected, batch.nxt

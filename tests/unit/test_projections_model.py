@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import events as ev
-from pipeline import serde
 from pipeline.errors import ConfigError
-from projections import audit, bulk, model, samples
+from projections import audit, model, samples
 from projections import stats as pstats
 from projections.view import InMemoryView, percentile_cont, statistics_of
 from tests.unit.strategies import st_any_event, st_event
@@ -113,44 +112,3 @@ def test_audit_summary_never_shows_contact_description_or_paths(event: ev.Event)
     if contact is not None:
         assert contact.ciphertext.hex() not in line
         assert repr(contact.ciphertext) not in line
-
-
-@given(st.lists(st_any_event(), min_size=1, max_size=8))
-@settings(max_examples=60, deadline=None)
-def test_batch_decoding_gives_the_same_patches_as_serde(events: list[ev.Event]) -> None:
-    """Decoding a batch in one block yields, for every event type, the patch the full event yields."""
-    items = [
-        bulk.Item(value=serde.encode(e), key=e.envelope.report_id.encode(), tag=i)
-        for i, e in enumerate(events)
-    ]
-    good, bad = bulk.decode_batch(items)
-    assert bad == []
-    assert sorted(it.tag for it, _ in good) == list(range(len(events)))
-    for it, rec in good:
-        assert model.patch(rec) == model.patch(events[it.tag])
-
-
-@pytest.mark.parametrize(
-    ("broken", "reason"),
-    [
-        (b"not avro at all", "bad_marker"),
-        (b"\xc3\x01" + b"\x00" * 8 + b"x", "unknown_fingerprint"),
-        (None, "empty"),
-        ("truncated", "truncated"),
-    ],
-)
-def test_batch_decoding_sets_bad_records_apart(broken: bytes | str | None, reason: str) -> None:
-    """A bad record among good ones is reported with serde's reason; every good one still decodes."""
-    events = samples.lifecycle(3, random.Random(9))
-    values = [serde.encode(e) for e in events]
-    bad_value = values[1][:-3] if broken == "truncated" else broken
-    items = [
-        bulk.Item(value=v, key=e.envelope.report_id.encode(), tag=i)
-        for i, (v, e) in enumerate(zip(values, events, strict=True))
-    ]
-    items.insert(
-        2, bulk.Item(value=bad_value if not isinstance(bad_value, str) else None, key=b"k", tag="bad")
-    )
-    good, bad = bulk.decode_batch(items)
-    assert [(it.tag, exc.reason) for it, exc in bad] == [("bad", reason)]
-    assert sorted(it.tag for it, _ in good) == list(range(len(events)))
