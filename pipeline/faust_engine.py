@@ -11,7 +11,12 @@ id with the serde headers. A record that cannot be decoded (``SerdeError``) or t
 Delivery: what faust gives, not what the transactional runner gives. ``processing_guarantee``
 ``"at_least_once"`` (the default) commits offsets on a timer (``broker_commit_interval``, 2.8 s) after the
 attached sends are produced, so a SIGKILL replays everything since the last commit: outputs are
-duplicated. ``"exactly_once"`` uses faust's per-partition transactional producers. A stage that keeps
+duplicated. ``"exactly_once"`` uses faust's per-partition transactional producers, but faust 0.15.3
+puts a sent record in a transaction only when its topic is one the app itself consumes
+(``TransactionManager.send`` names the transactional id after the OUTPUT partition's topic group, known
+only for consumed topics); a stage's outputs go to topics it does not consume, so they are sent by the
+plain producer (the broker's log segments show them with ``isTransactional: false``) and replayed after
+a SIGKILL as with at_least_once (measured). A stage that keeps
 state in PostgreSQL (``uses_db``) runs each event's handler in its own database transaction; faust has
 no way to commit that together with the Kafka offsets, so the stage's own idempotency (deterministic
 event ids, emitted-rows tables) is what stands between a replay and a duplicate. The measured figures
