@@ -78,7 +78,7 @@ def rebuild(
     *,
     swap_in: bool = True,
     keep_old: bool = False,
-    batch_size: int = 5000,
+    batch_size: int = 20_000,
     timeout: float = 3600.0,
 ) -> RebuildResult:
     """Replay every event topic into a fresh schema and (by default) swap it in for the live one."""

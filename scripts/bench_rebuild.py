@@ -85,7 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reports", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--batch", type=int, default=20_000)
     args = ap.parse_args()
     settings = Settings.from_env().with_suffix(f".bench{uuid.uuid4().hex[:8]}")
     kafka.ensure_topics(settings, EVENT_TOPICS)
