@@ -26,7 +26,7 @@ from pipeline.settings import Settings
 from pipeline.topics import EVENT_TOPICS, name
 from projections import pg, samples
 from projections.rebuild import drop_schema, rebuild
-from projections.runner import end_offsets, event_topics, partitions_of
+from projections.runner import end_offsets, event_topics, partitions_of, where
 
 TARGET = 20_000
 
@@ -67,14 +67,14 @@ def raw_consume(settings: Settings, *, decode: bool) -> tuple[int, float]:
         while any(reached.get(tp, 0) < h for tp, h in targets.items()):
             for m in cons.consume(5000, 0.5):
                 err = m.error()
-                tp = (m.topic(), m.partition())
+                t, p, o = where(m)
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        reached[tp] = max(reached.get(tp, 0), m.offset())
+                        reached[(t, p)] = max(reached.get((t, p), 0), o)
                     continue
-                reached[tp] = m.offset() + 1
+                reached[(t, p)] = o + 1
                 if decode:
-                    serde.decode(m.value())
+                    serde.decode(m.value() or b"")
                 n += 1
         return n, time.perf_counter() - started
     finally:
