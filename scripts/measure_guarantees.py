@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -114,20 +115,40 @@ STAGES: dict[str, dict[str, Any]] = {
 }
 
 
-def _produce(settings: Settings, records: Sequence[tuple[TopicSpec, Any]]) -> None:
-    prod = kafka.producer(settings)
-    for spec, event in records:
-        headers: list[tuple[str, str | bytes | None]] = list(serde.headers_for(event))
-        prod.produce(
-            topic_name(spec, settings.topic_suffix),
-            key=event.envelope.report_id.encode(),
-            value=serde.encode(event),
-            headers=headers,
-        )
-        prod.poll(0)
-    left = prod.flush(60)
-    if left:
-        raise RuntimeError(f"{left} input records were not acknowledged by the broker")
+class _Feeder(threading.Thread):
+    """Produces the inputs at a steady rate while the stage runs (a live stream, not a backlog)."""
+
+    def __init__(self, settings: Settings, records: Sequence[tuple[TopicSpec, Any]], rate: float) -> None:
+        super().__init__(name="measure-feeder", daemon=True)
+        self.settings = settings
+        self.records = records
+        self.rate = rate
+        self.error: BaseException | None = None
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        prod = kafka.producer(self.settings)
+        try:
+            started = time.monotonic()
+            for i, (spec, event) in enumerate(self.records):
+                if self.stopped.is_set():
+                    return
+                ahead = i / self.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)  # pacing the input stream, not waiting for a result
+                headers: list[tuple[str, str | bytes | None]] = list(serde.headers_for(event))
+                prod.produce(
+                    topic_name(spec, self.settings.topic_suffix),
+                    key=event.envelope.report_id.encode(),
+                    value=serde.encode(event),
+                    headers=headers,
+                )
+                prod.poll(0)
+            left = prod.flush(60)
+            if left:
+                self.error = RuntimeError(f"{left} input records were not acknowledged by the broker")
+        except BaseException as exc:  # noqa: BLE001 - reported with the run's figures
+            self.error = exc
 
 
 # -- readers ---------------------------------------------------------------------------------------------
@@ -260,6 +281,55 @@ class _Accounted:
 
 
 # -- one run ---------------------------------------------------------------------------------------------
+class _Run:
+    """One measured run: the stage process, the readers, the kills."""
+
+    def __init__(self, settings: Settings, stage: str, n: int, proc: _Process) -> None:
+        run = STAGES[stage]
+        self.n = n
+        self.proc = proc
+        self.progress = _Reader(settings, run["progress"], committed=False)
+        self.result = _Reader(settings, run["outputs"], committed=True)
+        self.accounted = _Accounted(stage, settings.topic_suffix)
+        self.kills = 0
+        self.errors: list[str] = []
+
+    def drive(self, deadline: float) -> None:
+        """Kill at the thresholds, restart at once, until every input is accounted for (or the deadline)."""
+        seen = seen_at_start = 0
+        last_check = 0.0
+        while time.monotonic() < deadline:
+            seen += self.progress.poll(0.05)
+            # Kill only a process that has produced since it started: each kill lands mid-work.
+            if self.kills < len(KILL_AT) and seen >= KILL_AT[self.kills] * self.n and seen > seen_at_start:
+                self.proc.kill()
+                self.kills += 1
+                seen_at_start = seen
+                self.proc.start()
+                continue
+            rc = self.proc.exited()
+            if rc is not None:
+                self.errors.append(f"exit {rc}: {self.proc.tail()}")
+                if len(self.errors) >= 3:
+                    return
+                self.proc.start()
+            if time.monotonic() - last_check > 1.0:
+                last_check = time.monotonic()
+                while self.result.poll(0.1):
+                    pass
+                if self.kills == len(KILL_AT) and self.accounted.update(self.result.records) >= self.n:
+                    return
+
+    def finish(self) -> None:
+        self.proc.stop()
+        rc = self.proc.exited()
+        if rc not in (0, None, -signal.SIGTERM) and not self.errors:
+            self.errors.append(f"exit {rc}: {self.proc.tail()}")
+        self.result.drain(3.0)
+        self.progress.close()
+        self.result.close()
+
+
 def measure(
     settings: Settings,
     engine: str,
@@ -267,62 +337,37 @@ def measure(
     n: int = 3000,
     *,
     stage: str = "route",
-    deadline_s: float = 600.0,
+    rate: float = 25.0,
+    deadline_s: float = 900.0,
 ) -> dict[str, Any]:
-    """SIGKILL the stage three times mid-stream while it processes N inputs; count what came out."""
-    run = STAGES[stage]
+    """SIGKILL the stage three times mid-stream while N inputs arrive at ``rate`` per second; count
+    what came out."""
     settings = settings.with_suffix(f".measure.{uuid.uuid4().hex[:8]}")
-    kafka.ensure_topics(settings, run["topics"])
-    _produce(settings, run["inputs"](n))
+    kafka.ensure_topics(settings, STAGES[stage]["topics"])
+    feeder = _Feeder(settings, STAGES[stage]["inputs"](n), rate)
     started = time.monotonic()
-    progress = _Reader(settings, run["progress"], committed=False)
-    result = _Reader(settings, run["outputs"], committed=True)
-    errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
-        proc = _Process(settings, stage, engine, guarantee, Path(tmp))
-        kills = 0
-        accounted = _Accounted(stage, settings.topic_suffix)
+        run = _Run(settings, stage, n, _Process(settings, stage, engine, guarantee, Path(tmp)))
         try:
-            proc.start()
-            seen = 0
-            last_check = 0.0
-            while time.monotonic() - started < deadline_s:
-                seen += progress.poll(0.05)
-                if kills < len(KILL_AT) and seen >= KILL_AT[kills] * n:
-                    proc.kill()
-                    kills += 1
-                    proc.start()
-                    continue
-                rc = proc.exited()
-                if rc is not None:
-                    errors.append(f"exit {rc}: {proc.tail()}")
-                    if len(errors) >= 3:
-                        break
-                    proc.start()
-                if time.monotonic() - last_check > 1.0:
-                    last_check = time.monotonic()
-                    while result.poll(0.1):
-                        pass
-                    if kills == len(KILL_AT) and accounted.update(result.records) >= n:
-                        break
+            run.proc.start()
+            feeder.start()
+            run.drive(started + deadline_s)
         finally:
-            proc.stop()
-            if proc.exited() not in (0, None, -signal.SIGTERM) and not errors:
-                errors.append(f"exit {proc.exited()}: {proc.tail()}")
-            result.drain(3.0)
-            progress.close()
-            result.close()
-    figures = _count(stage, n, result.records, settings.topic_suffix)
-    label = "transactional" if engine == "confluent" else guarantee
+            feeder.stopped.set()
+            feeder.join(90)
+            if feeder.error is not None:
+                run.errors.append(f"input producer: {feeder.error}")
+            run.finish()
     return {
         "stage": stage,
         "engine": engine,
-        "guarantee": label,
+        "guarantee": "transactional" if engine == "confluent" else guarantee,
         "n": n,
-        "kills": kills,
+        "rate": rate,
+        "kills": run.kills,
         "seconds": round(time.monotonic() - started, 1),
-        "errors": errors,
-        **figures,
+        "errors": run.errors,
+        **_count(stage, n, run.result.records, settings.topic_suffix),
     }
 
 
@@ -345,7 +390,7 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
         mine = [r for r in rows if r["stage"] == stage]
         if not mine:
             continue
-        cols = ("engine", "guarantee", "n", "kills", *COLUMNS[stage], "seconds")
+        cols = ("engine", "guarantee", "n", "rate", "kills", *COLUMNS[stage], "seconds")
         print(f"\n{stage} stage, SIGKILLed {len(KILL_AT)} times mid-stream and restarted:")
         print(" | ".join(cols))
         for r in mine:
@@ -358,6 +403,7 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3000, help="inputs per run")
+    parser.add_argument("--rate", type=float, default=25.0, help="inputs produced per second")
     parser.add_argument("--only", choices=tuple(STAGES), help="measure one stage only")
     args = parser.parse_args()
     settings = Settings.from_env()
@@ -372,6 +418,7 @@ def main() -> None:
                 "at_least_once" if guarantee == "transactional" else guarantee,
                 args.n,
                 stage=stage,
+                rate=args.rate,
             )
             for stage, engine, guarantee in jobs
         ]
