@@ -28,6 +28,10 @@ class BadTime(TiplineError):
     """A time given on the command line that is not ISO 8601."""
 
 
+class UnknownReport(TiplineError):
+    """A report id the read model does not hold."""
+
+
 def _parse_time(raw: str) -> datetime:
     try:
         value = datetime.fromisoformat(raw)
@@ -126,6 +130,63 @@ def status_cmd() -> None:
     console.print(
         "Reports by current step: " + (", ".join(f"{k} {v}" for k, v in per_step.items()) or "none")
     )
+
+
+@projections_app.command("report")
+def report_cmd(report_id: Annotated[str, typer.Argument(metavar="REPORT", help="The report id.")]) -> None:
+    """One report's status from the read model: step, level, classification, determination, referrals."""
+    from pipeline import db
+    from projections import pg
+
+    settings = bootstrap.settings()
+    with db.connect(settings, autocommit=True) as conn:
+        schema = pg.schema_for(settings)
+        pg.install(conn, schema)
+        status = pg.PgView(conn, schema).report(report_id)
+    if status is None:
+        raise UnknownReport(
+            f"report {report_id} is not in the read model (yet); check the id or the projector."
+        )
+    t = Table(title=f"Report {escape(report_id)}", show_header=False)
+    t.add_row("step", status.step)
+    t.add_row("level", "-" if status.level is None else str(status.level))
+    t.add_row("categories", escape(", ".join(status.categories)) or "-")
+    t.add_row("sections", escape(", ".join(status.sections)) or "-")
+    t.add_row("determination", status.determination or "-")
+    t.add_row("outcome", status.outcome or "-")
+    for r in status.referrals:
+        where = "domestic" if r.domestic else "foreign"
+        t.add_row("referral", escape(f"{r.kind} {r.recipient} ({r.jurisdiction}, {where})"))
+    for step, at in status.times.items():
+        t.add_row(f"{step} at", at.astimezone(UTC).isoformat(timespec="seconds"))
+    console.print(t)
+
+
+@projections_app.command("queue")
+def queue_cmd(
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many reports to list.")] = 20,
+) -> None:
+    """The analysts' queue: classified reports not yet assessed, most urgent level first, then arrival."""
+    from pipeline import db
+    from projections import pg
+
+    settings = bootstrap.settings()
+    with db.connect(settings, autocommit=True) as conn:
+        schema = pg.schema_for(settings)
+        pg.install(conn, schema)
+        entries = pg.PgView(conn, schema).queue(limit)
+    t = Table(title="Analysts' queue")
+    for col in ("report", "level", "arrival", "classified at (UTC)", "categories"):
+        t.add_column(col)
+    for q in entries:
+        t.add_row(
+            q.report_id,
+            str(q.level),
+            str(q.arrival_seq),
+            q.classified_at.astimezone(UTC).isoformat(timespec="seconds"),
+            escape(", ".join(q.categories)),
+        )
+    console.print(t if entries else "The queue is empty.")
 
 
 @audit_app.command("history")

@@ -106,3 +106,11 @@ def measured(settings: Settings) -> Statistics:
         if not pg.schema_exists(conn, schema):
             pg.install(conn, schema)
         return pg.PgView(conn, schema).statistics()
+
+
+def published_vs_measured(
+    settings: Settings, figures: Path = DEFAULT_FIGURES
+) -> tuple[Statistics, list[Comparison]]:
+    """The live statistics and the published figures beside them: what the demo prints."""
+    stats = measured(settings)
+    return stats, compare(stats, load_published(figures))

@@ -4,12 +4,15 @@ and a replay until a past moment gives the state of that moment."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
+import pytest
 from typer.testing import CliRunner
 
+from pipeline import bootstrap
 from pipeline import events as ev
+from pipeline import logging as plog
 from pipeline.cli import app
 from pipeline.settings import Settings
 from pipeline.topics import EVENT_TOPICS
@@ -17,6 +20,18 @@ from projections import samples
 from projections.audit import history, replay
 from projections.view import InMemoryView
 from tests.integration.test_projections_pg import produce_spread
+
+
+@pytest.fixture(autouse=True)
+def _rebind_logging() -> Iterator[None]:
+    """pipeline.logging binds the stream it writes to once; CliRunner swaps (then closes) sys.stderr while
+    `tipline` runs and configures logging. Rebind to the real stream afterwards so later tests can log.
+    The process's settings are cached too: clear them so `tipline` reads this test's topic suffix."""
+    bootstrap.settings.cache_clear()
+    yield
+    bootstrap.settings.cache_clear()
+    plog.configure("json")
+    plog.configure("console")
 
 
 def _events(n: int) -> list[ev.Event]:
