@@ -17,9 +17,10 @@ For each engine - ``confluent`` (``pipeline.runtime``, one Kafka transaction per
   duplicate ``ReportClassified`` records (same event id more than once) and lost inputs. This shows the
   ENGINE's guarantee, which route's own dedupe partly hides.
 
-Each run uses its own topic suffix; the input is produced first, then ``tipline stage <stage> --engine X``
-runs as a subprocess that is SIGKILLed three times as its output passes 20 %, 45 % and 70 % of N (watched
-with a read_uncommitted consumer) and restarted at once each time. The counts are read with a
+Each run uses its own topic suffix. ``tipline stage <stage> --engine X`` runs as a subprocess while the
+inputs arrive as a live stream (``--rate`` per second, 25 by default); it is SIGKILLed three times, as its
+output passes 20 %, 45 % and 70 % of N (watched with a read_uncommitted consumer; a process is killed only
+after it produced something since its start), and restarted at once each time. The counts are read with a
 read_committed consumer once every input is accounted for (or at the deadline) and the last process was
 stopped with SIGTERM. A restart after a SIGKILL waits for the group coordinator to drop the dead member
 (its session timeout: 45 s for librdkafka, 60 s for faust), so each run takes a few minutes; the runs
