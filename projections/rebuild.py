@@ -80,13 +80,14 @@ def rebuild(
     keep_old: bool = False,
     batch_size: int = 20_000,
     timeout: float = 3600.0,
+    workers: int = 2,
 ) -> RebuildResult:
     """Replay every event topic into a fresh schema and (by default) swap it in for the live one."""
     live = pg.schema_for(settings)
     with db.connect(settings, autocommit=True, prepare_threshold=None) as conn:
         target = _next_name(conn, live)
     started = time.monotonic()
-    proj = Projector(settings, schema=target, batch_size=batch_size)
+    proj = Projector(settings, schema=target, batch_size=batch_size, workers=workers)
     try:
         proj.start()
         proj.run_until_caught_up(timeout=timeout)

@@ -20,10 +20,11 @@ A database or broker failure stops the process (the supervisor restarts it; it r
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +112,21 @@ def where(m: Message) -> tuple[str, int, int]:
     return (m.topic() or "", m.partition() or 0, m.offset() or 0)
 
 
+def decode_fold(
+    chunk: list[tuple[bytes | None, str, int, int]],
+) -> tuple[dict[str, model.ReportRow], dict[str, model.Referral], list[tuple[str, int, int, str, str]], int]:
+    """Decode records (value, topic, partition, offset) and fold them: rows, referrals, rejects, events."""
+    events: list[Event] = []
+    rejected: list[tuple[str, int, int, str, str]] = []
+    for value, t, p, o in chunk:
+        try:
+            events.append(_decode(value))
+        except SerdeError as exc:
+            rejected.append((t, p, o, exc.reason, str(exc)))
+    rows, referrals = model.fold(events)
+    return rows, referrals, rejected, len(events)
+
+
 def _decode(value: bytes | None) -> Event:
     if value is None:
         raise SerdeError("the record has no value.", reason="empty")
@@ -149,8 +165,16 @@ class Projector:
         projection: str = PROJECTION,
         batch_size: int = 5000,
         apply_hook: Callable[[], None] | None = None,
+        workers: int = 0,
     ) -> None:
         self.settings = settings
+        self._workers = workers
+        # Spawned, not forked: this process runs librdkafka's and the writer's threads.
+        self._pool = (
+            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            if workers > 0
+            else None
+        )
         self.schema = schema or pg.schema_for(settings)
         self.projection = projection
         self.batch_size = batch_size
@@ -196,6 +220,8 @@ class Projector:
             self._settle()
         finally:
             self._writer.shutdown(wait=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             try:
                 self.consumer.close()
             finally:
@@ -252,17 +278,31 @@ class Projector:
 
     def _prepare(self, records: list[Message]) -> _Prepared:
         nxt: dict[Position, int] = {}
-        events: list[Event] = []
-        rejected: list[tuple[str, int, int, str, str]] = []
+        chunk: list[tuple[bytes | None, str, int, int]] = []
         for m in records:
             t, p, o = where(m)
             nxt[(t, p)] = o + 1
-            try:
-                events.append(_decode(m.value()))
-            except SerdeError as exc:
-                rejected.append((t, p, o, exc.reason, str(exc)))
-        rows, referrals = model.fold(events)
-        return _Prepared(rows=rows, referrals=referrals, rejected=rejected, nxt=nxt, events=len(events))
+            chunk.append((m.value(), t, p, o))
+        if self._pool is None:
+            rows, referrals, rejected, events = decode_fold(chunk)
+            return _Prepared(rows=rows, referrals=referrals, rejected=rejected, nxt=nxt, events=events)
+        # Decoding is the projector's bottleneck: worker processes decode and fold slices of the batch;
+        # the merge is order-free, so their rows combine in any order.
+        n = self._workers
+        size = -(-len(chunk) // n)
+        parts = [self._pool.submit(decode_fold, chunk[i : i + size]) for i in range(0, len(chunk), size)]
+        rows = {}
+        referrals = {}
+        rejected = []
+        events = 0
+        for fut in parts:
+            r, refs, rej, ev_count = fut.result()
+            for rid, row in r.items():
+                rows[rid] = model.merge(rows.get(rid), row)
+            referrals.update(refs)
+            rejected.extend(rej)
+            events += ev_count
+        return _Prepared(rows=rows, referrals=referrals, rejected=rejected, nxt=nxt, events=events)
 
     def _commit(self, batch: _Prepared) -> BatchResult:
         rows, referrals, rejected, nxt = batch.rows, batch.referrals, batch.rejected, batch.nxt
