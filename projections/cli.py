@@ -103,11 +103,12 @@ def rebuild_cmd(
     no_swap: Annotated[
         bool, typer.Option("--no-swap", help="Build beside the live tables, do not swap.")
     ] = False,
+    workers: Annotated[int, typer.Option(min=0, max=32, help="Processes that decode events (0: none).")] = 2,
 ) -> None:
     """Replay every topic from the first offset into fresh tables, then swap them in atomically."""
     from projections.rebuild import rebuild
 
-    r = rebuild(bootstrap.settings(), swap_in=not no_swap, keep_old=keep_old)
+    r = rebuild(bootstrap.settings(), swap_in=not no_swap, keep_old=keep_old, workers=workers)
     console.print(
         f"Rebuilt {r.events} event(s) in {r.seconds:.1f} s ({r.events_per_second:,.0f} events/s) into "
         f"schema {r.schema}{' (swapped in)' if r.swapped else ''}; {r.rejected} undecodable record(s) kept aside."
