@@ -12,6 +12,9 @@ with the ones it holds; if they differ (a rebuild swapped a new schema in, or an
 it rolls back and seeks to the stored positions. The writes are idempotent merges anyway
 (``projections.model``), so reading an event again never changes a row.
 
+Decoding overlaps with the previous batch's transaction (one writer thread), and a rebuild decodes
+and folds in worker processes (``workers``); batches still commit one after another, in order.
+
 Failure policy: a record that does not decode is kept in ``proj_rejected`` with its position and the
 reason, in the same transaction, and logged (``projection_record_rejected``); the projector goes on.
 A database or broker failure stops the process (the supervisor restarts it; it resumes exactly).
