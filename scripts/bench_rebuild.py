@@ -121,7 +121,8 @@ def main() -> None:
         with db.connect(settings, autocommit=True) as conn:
             drop_schema(conn, pg.schema_for(settings))
         # Only this run's own topics (its random suffix); wait for the deletions to be done.
-        futures = kafka.admin(settings).delete_topics([name(s, settings.topic_suffix) for s in EVENT_TOPICS])
+        client = kafka.admin(settings)
+        futures = client.delete_topics([name(s, settings.topic_suffix) for s in EVENT_TOPICS])
         for fut in futures.values():
             fut.result(timeout=30)
 
