@@ -103,7 +103,12 @@ def rebuild_cmd(
     no_swap: Annotated[
         bool, typer.Option("--no-swap", help="Build beside the live tables, do not swap.")
     ] = False,
-    workers: Annotated[int, typer.Option(min=0, max=32, help="Processes that decode events (0: none).")] = 2,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0, max=32, help="Processes that decode events (0: none; they help only on idle cores)."
+        ),
+    ] = 0,
 ) -> None:
     """Replay every topic from the first offset into fresh tables, then swap them in atomically."""
     from projections.rebuild import rebuild

@@ -80,7 +80,7 @@ def rebuild(
     keep_old: bool = False,
     batch_size: int = 20_000,
     timeout: float = 3600.0,
-    workers: int = 2,
+    workers: int = 0,
 ) -> RebuildResult:
     """Replay every event topic into a fresh schema and (by default) swap it in for the live one."""
     live = pg.schema_for(settings)

@@ -45,7 +45,7 @@ def test_rebuild_equals_live_and_swaps_in_while_live_runs(
     try:
         live.start()
         live.run_until_caught_up(timeout=60)
-        built = rebuild(settings, swap_in=False)
+        built = rebuild(settings, swap_in=False, workers=2)
         assert built.events == len(first)
         live_view = pg.PgView(conn, live_schema)
         rebuilt_view = pg.PgView(conn, built.schema)
