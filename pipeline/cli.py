@@ -24,7 +24,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-services_app = typer.Typer(help="Start, stop and inspect the local Kafka broker and PostgreSQL.", no_args_is_help=True)
+services_app = typer.Typer(
+    help="Start, stop and inspect the local Kafka broker and PostgreSQL.", no_args_is_help=True
+)
 topics_app = typer.Typer(help="The pipeline's Kafka topics.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(topics_app, name="topics")
@@ -32,20 +34,28 @@ app.add_typer(topics_app, name="topics")
 
 def _mount_step_commands() -> None:
     """Each part's own sub-commands live beside its code; they are mounted here, one line each."""
-    # --- step sub-commands (one line per part; keep sorted) ---
-    app.add_typer(__import__("pipeline.route.cli", fromlist=["app"]).app, name="route")
-    app.add_typer(__import__("pipeline.classify.cli", fromlist=["app"]).app, name="classify")
-    app.add_typer(__import__("pipeline.assess.cli", fromlist=["app"]).app, name="analyst")
-    app.add_typer(__import__("pipeline.prioritize.cli", fromlist=["app"]).app, name="prioritize")
-    __import__("pipeline.ingest.cli", fromlist=["mount"]).mount(app)
-    __import__("projections.cli", fromlist=["mount"]).mount(app)
-    # --- end step sub-commands ---
+    from pipeline.assess.cli import app as analyst_app
+    from pipeline.classify.cli import app as classify_app
+    from pipeline.ingest.cli import mount as mount_ingest
+    from pipeline.prioritize.cli import app as prioritize_app
+    from pipeline.route.cli import app as route_app
+    from pipeline.schemas_cli import schemas_app
+    from projections.cli import mount as mount_projections
+
+    app.add_typer(schemas_app, name="schemas")
+    mount_ingest(app)  # intake, privacy
+    app.add_typer(prioritize_app, name="prioritize")
+    app.add_typer(classify_app, name="classify")
+    app.add_typer(analyst_app, name="analyst")
+    app.add_typer(route_app, name="route")
+    mount_projections(app)  # projections, audit, stats
 
 
 _mount_step_commands()
 
 console = Console(stderr=False)
-err_console = Console(stderr=True)
+# soft_wrap: one sentence stays one line when the output is not a terminal (CI logs, pipes).
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _print_status(rows: list[bootstrap.ServiceStatus]) -> None:
@@ -110,9 +120,14 @@ STAGE_NAMES = ("ingest", "prioritize", "classify", "assess", "route")
 
 @app.command("stage")
 def stage(
-    stage_name: Annotated[str, typer.Argument(metavar="NAME", help="ingest, prioritize, classify, assess or route.")],
+    stage_name: Annotated[
+        str, typer.Argument(metavar="NAME", help="ingest, prioritize, classify, assess or route.")
+    ],
     instance: Annotated[
-        str, typer.Option(help="Stable name of this replica ('auto': the host name), part of its transactional id.")
+        str,
+        typer.Option(
+            help="Stable name of this replica ('auto': the host name), part of its transactional id."
+        ),
     ] = "0",
     engine: Annotated[str, typer.Option(help="confluent (transactional, exactly once) or faust.")] = "confluent",
     guarantee: Annotated[
@@ -158,9 +173,13 @@ def demo(
 
 @app.command("bench")
 def bench(
-    reports: Annotated[int, typer.Option(min=100, max=1_000_000, help="Reports in the end-to-end run.")] = 5000,
+    reports: Annotated[
+        int, typer.Option(min=100, max=1_000_000, help="Reports in the end-to-end run.")
+    ] = 5000,
     seed: Annotated[int, typer.Option(help="Seed of the report generator.")] = 11,
-    out: Annotated[str, typer.Option(help="Where to write the figures as JSON.")] = "bench-results/latest.json",
+    out: Annotated[
+        str, typer.Option(help="Where to write the figures as JSON.")
+    ] = "bench-results/latest.json",
 ) -> None:
     """Measure this version's figures against a raw Kafka baseline in the same run; print and save them."""
     from pathlib import Path
@@ -181,7 +200,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("Interrupted.")
         sys.exit(130)
-    except (typer.Abort,):
+    except typer.Abort:
         err_console.print("Aborted.")
         sys.exit(1)
     except typer.Exit as exc:

@@ -41,6 +41,8 @@ class Fleet:
         base = dict(os.environ if env is None else env)
         base["TIPLINE_TOPIC_SUFFIX"] = settings.topic_suffix
         base["TIPLINE_LOG_FORMAT"] = "json"
+        # Generated reports name made-up demo hosts: locate them from the fixed table, never by DNS.
+        base["TIPLINE_RESOLVER"] = settings.resolver
         base.setdefault("PYTHONUNBUFFERED", "1")
         self.env = base
         self.members: dict[str, Member] = {}

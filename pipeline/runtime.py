@@ -131,6 +131,10 @@ class StageRunner:
                 "queued.max.messages.kbytes": 8192,
                 "max.poll.interval.ms": 300000,
                 "partition.assignment.strategy": "cooperative-sticky",
+                # Static membership: a restarted instance (same name) takes its partitions back at once
+                # instead of waiting for the broker to time its killed predecessor out.
+                "group.instance.id": f"{group(spec.name, self.suffix)}.{instance}",
+                "session.timeout.ms": 15000,
             },
         )
         self.failures: dict[tuple[str, int, int], int] = {}

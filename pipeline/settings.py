@@ -66,6 +66,9 @@ class Settings:
     log_format: str = "console"
     extra: Mapping[str, str] = field(default_factory=dict)
     route_tables: Path | None = None
+    resolver: str = "dns"
+    """How the route step finds where a URL's host is: ``dns`` (the system resolver, a short deadline) or
+    ``demo`` (the fixed table of demo hosts, never the network: the demo, the benchmark, the tests)."""
     """TIPLINE_ROUTE_TABLES: a folder of routing tables replacing the packaged ones (``pipeline.route.tables``)."""
 
     @property
@@ -127,6 +130,7 @@ class Settings:
             if env.get("TIPLINE_ROUTE_TABLES")
             else None,
             extra=_extra(env),
+            resolver=_choice(env, "TIPLINE_RESOLVER", ("dns", "demo"), "dns"),
         )
 
 
@@ -149,6 +153,13 @@ def _extra(env: Mapping[str, str]) -> dict[str, str]:
                 raise ConfigError(f"{var}={raw!r} is not a readable file; point it at the replacement table.")
             extra[key] = str(path.resolve())
     return extra
+
+
+def _choice(env: Mapping[str, str], var: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(var, "").strip() or default
+    if value not in allowed:
+        raise ConfigError(f"{var}={value!r}: use one of {', '.join(allowed)}.")
+    return value
 
 
 def _partitions(raw: str) -> int:

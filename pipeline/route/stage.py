@@ -64,7 +64,7 @@ from pipeline.events import Determination, FollowUpRequested, ReportAssessed, Re
 from pipeline.logging import get_logger
 from pipeline.route import logic
 from pipeline.route.logic import RouteEvent
-from pipeline.route.resolve import Resolver, SocketResolver, locate_all
+from pipeline.route.resolve import Resolver, SocketResolver, demo_resolver, locate_all
 from pipeline.route.tables import Tables, load_tables
 from pipeline.route.templates import check_templates
 from pipeline.runtime import Context, Handler, Output, StageSpec
@@ -197,10 +197,12 @@ def spec(
     data), hosts located by ``resolver`` (default the system resolver, 1.5 s per report)."""
     tables = load_tables(tables_dir if tables_dir is not None else settings.route_tables)
     check_templates()
+    if resolver is None:
+        resolver = demo_resolver() if settings.resolver == "demo" else SocketResolver()
     return StageSpec(
         name=STAGE,
         inputs=(ASSESSED,),
-        handle=make_handler(tables, resolver if resolver is not None else SocketResolver()),
+        handle=make_handler(tables, resolver),
         uses_db=True,
         batch_size=BATCH_SIZE,
     )
