@@ -43,6 +43,8 @@ class RunResult:
     latencies_ms: list[float]
     log_dir: str
     tally_closed: set[str]
+    stats: Any = None
+    projection_equals_rebuild: bool | None = None
 
 
 def run_suffix(seed: int) -> str:
@@ -83,6 +85,7 @@ def run_pipeline(
     chaos: bool = False,
     console: Console | None = None,
     timeout_s: float = 3600.0,
+    verify: bool = True,
 ) -> RunResult:
     """Run the stream through the whole pipeline and wait for every report to end. Used by demo and bench."""
     # The generated reports name made-up hosts of real countries: the route step locates them from the
@@ -132,6 +135,8 @@ def run_pipeline(
             watcher.poll(0.2)
         verdict = watcher.tally.verdict(reports)
         seconds = time.monotonic() - started
+        stats = wait_for_projection(settings, closed=len(watcher.tally.closes))
+        equal = projection_equals_rebuild(settings) if verify else None
         lat = [
             (watcher.tally.closed_at[r] - watcher.tally.received_at[r]).total_seconds() * 1000
             for r in watcher.tally.closed_at
@@ -145,6 +150,8 @@ def run_pipeline(
             latencies_ms=lat,
             log_dir=str(fleet.log_dir),
             tally_closed=set(watcher.tally.closes),
+            stats=stats,
+            projection_equals_rebuild=equal,
         )
     finally:
         watcher.close()
@@ -178,6 +185,8 @@ def run_demo(settings: Settings, *, reports: int, seed: int, chaos: bool, consol
     )
     result = run_pipeline(run, reports=reports, seed=seed, chaos=chaos, console=console)
     _print_result(result, console)
+    if result.projection_equals_rebuild is False:
+        raise DemoFailed(f"The read model differs from a rebuild of the log; see {result.log_dir}.")
     if not result.verdict.ok:
         v = result.verdict
         raise DemoFailed(
@@ -198,6 +207,31 @@ def wait_for_projection(settings: Settings, closed: int, timeout_s: float = 120.
     return stats
 
 
+def projection_equals_rebuild(settings: Settings, attempts: int = 10) -> bool:
+    """Replay the whole log into a fresh schema beside the live read model and compare them row by row.
+
+    The live projector is still running; when it has not yet reached the end of the log the rebuild
+    (which reads to the end) is ahead, so the comparison is retried while the live rows still change.
+    """
+    from pipeline import db
+    from projections import pg
+    from projections.rebuild import drop_schema, rebuild
+
+    built = rebuild(settings, swap_in=False)
+    try:
+        with db.connect(settings, autocommit=True) as conn:
+            rebuilt_rows = pg.PgView(conn, built.schema).rows()
+            live = pg.PgView(conn, pg.schema_for(settings))
+            for _ in range(attempts):
+                if live.rows() == rebuilt_rows:
+                    return True
+                time.sleep(1.0)
+            return False
+    finally:
+        with db.connect(settings, autocommit=True) as conn:
+            drop_schema(conn, built.schema)
+
+
 def _print_result(result: RunResult, console: Console) -> None:
     from projections.cli import print_statistics
 
@@ -212,8 +246,13 @@ def _print_result(result: RunResult, console: Console) -> None:
             "Processes killed with SIGKILL and restarted: "
             + ", ".join(f"{k} x{n}" for k, n in result.kills.items() if n)
         )
-    stats = wait_for_projection(result.settings, closed=len(result.tally_closed))
-    print_statistics(stats, console)
+    if result.projection_equals_rebuild is not None:
+        console.print(
+            "The read model equals a rebuild from the log, row by row."
+            if result.projection_equals_rebuild
+            else "[red]The read model differs from a rebuild from the log.[/]"
+        )
+    print_statistics(result.stats, console)
     console.print(
         f"Inspect this run: TIPLINE_TOPIC_SUFFIX={result.settings.topic_suffix} .venv/bin/tipline stats "
         f"(or audit history REPORT_ID); process logs in {result.log_dir}."

@@ -226,6 +226,9 @@ class LocalKafka:
         pid = self.running_pid()
         if pid is not None:
             stop_pid(pid, timeout=60.0)
+        for proc in [p for p in _DETACHED if p.pid == pid]:
+            proc.wait(10)  # our own child: collect it, so it is not reported as still running
+            _DETACHED.remove(proc)
         self.pid_file.unlink(missing_ok=True)
 
     def status(self) -> ServiceStatus:
