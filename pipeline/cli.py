@@ -129,7 +129,9 @@ def stage(
             help="Stable name of this replica ('auto': the host name), part of its transactional id."
         ),
     ] = "0",
-    engine: Annotated[str, typer.Option(help="confluent (transactional, exactly once) or faust.")] = "confluent",
+    engine: Annotated[
+        str, typer.Option(help="confluent (transactional, exactly once) or faust.")
+    ] = "confluent",
     guarantee: Annotated[
         str, typer.Option(help="With --engine faust: at_least_once or exactly_once (faust's own).")
     ] = "at_least_once",
