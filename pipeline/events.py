@@ -391,6 +391,8 @@ class ReportBody:
     contact: EncryptedContact | None = None
     linked_to: str | None = None
     reporters_count: int = 1
+    reporter_location: Location | None = None
+    """Where the reporter is (province, or country when abroad), as they said; added in v2."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -448,6 +450,8 @@ class ReportSubmitted:
     anonymous: bool
     contact: EncryptedContact | None = None
     submitted_at: datetime
+    reporter_location: Location | None = None
+    """Where the reporter is (province, or country when abroad), as they said; added in v2."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -590,5 +594,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 """Every event type by name; ``envelope.event_type`` is one of these keys."""
 
-SCHEMA_VERSIONS: dict[str, int] = {**dict.fromkeys(EVENT_TYPES, 1), "ReportClosed": 2}
+SCHEMA_VERSIONS: dict[str, int] = {
+    **dict.fromkeys(EVENT_TYPES, 1),
+    # v2: ReportBody and ReportSubmitted gained reporter_location (default null).
+    "ReportSubmitted": 2,
+    "ReportReceived": 2,
+    "ReportPrioritized": 2,
+    "ReportClassified": 2,
+    "ReportAssessed": 2,
+    # v2: classification tags.
+    "ReportClosed": 2,
+}
 """The current schema version of each event: bump it (and keep the old file) when an event changes."""

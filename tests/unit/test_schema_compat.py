@@ -106,6 +106,52 @@ def test_v1_bytes_read_as_the_current_version() -> None:
     assert serde.event_type_of(buf.getvalue()) == "ReportClosed"
 
 
+_REPORTER_LOCATION_V2 = ["ReportReceived", "ReportPrioritized", "ReportClassified", "ReportAssessed"]
+
+
+def _v1_bytes(event_name: str) -> bytes:
+    v1 = next(f for f in FILES if f.event_name == event_name and f.version == 1)
+    record = schema_registry.sample_datum(v1.raw, fill=True)
+    record["envelope"]["event_type"] = event_name
+    buf = io.BytesIO()
+    buf.write(b"\xc3\x01" + v1.fingerprint)
+    fastavro.schemaless_writer(buf, v1.parsed, record)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("event_name", _REPORTER_LOCATION_V2)
+def test_v1_report_body_reads_as_v2_without_reporter_location(event_name: str) -> None:
+    """An event written with v1 (before ReportBody.reporter_location) decodes as v2 with it None."""
+    assert ev.SCHEMA_VERSIONS[event_name] == 2
+    event = serde.decode(_v1_bytes(event_name))
+    assert type(event).__name__ == event_name
+    body = event.body  # type: ignore[union-attr]
+    assert body.reporter_location is None
+    assert body.description == "sample"
+    assert body.reporters_count == 7  # the sample long, written by v1
+
+
+def test_v1_report_submitted_reads_as_v2_without_reporter_location() -> None:
+    """A ReportSubmitted written with v1 decodes as v2 with reporter_location None."""
+    assert ev.SCHEMA_VERSIONS["ReportSubmitted"] == 2
+    event = serde.decode(_v1_bytes("ReportSubmitted"))
+    assert isinstance(event, ev.ReportSubmitted)
+    assert event.reporter_location is None
+    assert event.description == "sample"
+
+
+def test_v2_reporter_location_round_trips() -> None:
+    """A ReportReceived v2 carrying a reporter location encodes and decodes to an equal event."""
+    v1_event = serde.decode(_v1_bytes("ReportReceived"))
+    assert isinstance(v1_event, ev.ReportReceived)
+    where = ev.Location(province="ON", country="CA", city="Ottawa")
+    event = dataclasses.replace(v1_event, body=dataclasses.replace(v1_event.body, reporter_location=where))
+    decoded = serde.decode(serde.encode(event))
+    assert isinstance(decoded, ev.ReportReceived)
+    assert decoded.body.reporter_location == where
+    assert decoded == event
+
+
 def test_every_version_is_kept_and_compatible() -> None:
     """No current schema fails to read an older version of its event."""
     assert schema_registry.compatibility_problems() == []
