@@ -72,6 +72,10 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
     province: Annotated[
         str | None, typer.Option(help="Province or territory of the child (e.g. ON).")
     ] = None,
+    reporter_province: Annotated[
+        str | None,
+        typer.Option(help="Province or territory the caller is in (e.g. BC), for the counts by origin."),
+    ] = None,
     chat_client: Annotated[str | None, typer.Option(help="Chat or messaging app used.")] = None,
     game: Annotated[str | None, typer.Option(help="Online game used.")] = None,
     location: Annotated[str | None, typer.Option(help="A physical location (non-internet incident).")] = None,
@@ -114,6 +118,12 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
             province = typer.prompt(
                 "Child's province or territory (blank if unknown)", default="", show_default=False
             )
+        if reporter_province is None:
+            reporter_province = typer.prompt(
+                "Caller's own province or territory (blank if unknown or outside Canada)",
+                default="",
+                show_default=False,
+            )
         if anonymous is None and not (contact_email or contact_phone):
             anonymous = not typer.confirm("Does the caller want to leave contact details?", default=False)
         if anonymous is False and not (contact_email or contact_phone):
@@ -146,6 +156,8 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
         victim["location"] = {"province": province}
     if victim:
         report["victim"] = victim
+    if reporter_province and reporter_province.strip():
+        report["reporter_location"] = {"province": reporter_province}
     tech = {
         k: v for k, v in (("chat_client", chat_client), ("game", game), ("physical_location", location)) if v
     }

@@ -20,7 +20,15 @@ The body (``pipeline.ingest.logic.parse_report`` is the reference; unknown field
      "files": [{"file_name": ..., "hashes": [{"hash_type": "sha256", "value": ...}], "seen_at_url": ...}],
      "annotations": [...], "facts": {...}, "tech": {"chat_client": ..., "game": ..., ...},
      "anonymous": true | false,                   (default: true unless a contact is given)
-     "contact": {"name", "email", "phone", "preferred_language", "time_to_call"}}
+     "contact": {"name", "email", "phone", "preferred_language", "time_to_call"},
+     "reporter_location": {"province": "ON", "country": "CA", "city": "..."}}
+                                                  (each optional: where the reporter is)
+
+``reporter_location`` is where the reporter is, not the child or the suspect: it makes the published
+counts by origin. ``province`` is a Canadian province or territory code (AB BC MB NB NL NS NT NU ON PE
+QC SK YT), ``country`` an ISO 3166 alpha-2 code (``FR``; a reporter abroad gives the country only), a
+province with a country other than CA is refused; any bad value is a 422 naming
+``reporter_location.province`` or ``reporter_location.country``.
 
 Without a ``submission_id`` the server makes one (a retry is then a new report). The report id is
 ``uuid5`` of the submission id, so a resubmission maps to the same report and ingest never numbers it
@@ -29,8 +37,8 @@ twice. The contact is encrypted (``pipeline.ingest.crypto``) before the event is
 Bad input always gets one 4xx with ``{"error": <sentence>, "field": <field or null>, "reason": <code>}``:
 a body over ``MAX_BODY_BYTES`` (413), a content type other than JSON, multipart uploads included (415),
 a body that is not UTF-8 or not JSON (400), JSON nested deeper than 20 levels, a missing or unknown
-field, a category outside the list, an invalid URL, IP, phone or e-mail address, or anything that looks
-like an upload (422: the tipline takes URLs and hashes only). The broker not acknowledging in time is
+field, a category outside the list, an invalid URL, IP, phone or e-mail address, province or country
+code, or anything that looks like an upload (422: the tipline takes URLs and hashes only). The broker not acknowledging in time is
 the server's problem, said so with 503 and ``Retry-After``.
 """
 

@@ -11,6 +11,9 @@ Normalisation:
   without a scheme is read as ``http://`` (reporters paste ``example.com/page``).
 - IP addresses: ``ipaddress`` (IPv6 compressed). Phones: E.164 (``phonenumbers``, region CA by default).
   E-mail addresses: ``email_validator`` syntax check and normalisation, no DNS lookup.
+- Locations (the victim's, the suspect's, and ``reporter_location``, where the reporter is): province
+  and country codes upper-cased; a province must be a Canadian province or territory code, a country an
+  ISO 3166 alpha-2 code. The reporter's location is what the published counts by origin are made of.
 
 Incident splitting (one incident per technology, as the tipline counts them): web page URLs -> one
 ``web_page`` incident; URLs on known social-media / chat / gaming hosts go to ``social_media`` /
@@ -437,6 +440,7 @@ _TOP_LEVEL: dict[str, str] = {
     "annotations": "annotations",
     "facts": "facts",
     "tech": "tech",
+    "reporter_location": "reporter_location",
 }
 OTHER_FIELDS = ("submission_id", "anonymous", "contact", "intake_system")
 KNOWN_FIELDS = frozenset((*_TOP_LEVEL, *OTHER_FIELDS))
@@ -555,6 +559,10 @@ def parse_report(
 
 def _check_content(fields: dict[str, Any]) -> dict[str, Any]:
     """Province and country codes upper-cased and checked; URLs, IPs, phones, e-mails must normalise."""
+    if "reporter_location" in fields:
+        where = check_reporter_location(fields.pop("reporter_location"))
+        if where is not None:
+            fields["reporter_location"] = where
     for name in ("suspect", "victim"):
         person = fields.get(name)
         loc = getattr(person, "location", None)
@@ -585,6 +593,28 @@ def _check_location(loc: ev.Location, path: str) -> ev.Location:
     if country is not None and not re.fullmatch(r"[A-Z]{2}", country):
         raise _refuse(f"{path}.country", "must be a two-letter ISO 3166 country code (e.g. CA)")
     return ev.Location(province=province, country=country, city=loc.city)
+
+
+def check_reporter_location(loc: ev.Location | None) -> ev.Location | None:
+    """The reporter's own location, codes upper-cased and checked; None when it says nothing.
+
+    A province is one of the thirteen Canadian codes (``PROVINCES``, the list of
+    ``pipeline/route/data/jurisdictions.csv``); a country is an ISO 3166 alpha-2 code; a province with a
+    country other than CA contradicts itself. Raises ``DomainError`` naming ``reporter_location.<field>``.
+    """
+    if loc is None:
+        return None
+    where = _check_location(loc, "reporter_location")
+    city = where.city.strip() if where.city else None
+    where = dataclasses.replace(where, city=city or None)
+    if where.province is not None and where.country not in (None, DEFAULT_REGION):
+        raise _refuse(
+            "reporter_location.country",
+            f"a reporter in province {where.province} is in CA, not {where.country}; drop one of them",
+        )
+    if where.province is None and where.country is None and where.city is None:
+        return None
+    return where
 
 
 _PROBE_ENVELOPE = ev.Envelope(
@@ -667,6 +697,7 @@ class Content:
     incidents: tuple[ev.Incident, ...]
     suspect: ev.Suspect | None
     link_keys: tuple[str, ...]
+    reporter_location: ev.Location | None = None
 
 
 def _dedupe(items: list[Any]) -> tuple[Any, ...]:
@@ -794,7 +825,12 @@ def normalized_content(event: ev.ReportSubmitted) -> Content:  # noqa: PLR0912, 
     link_keys = [f"url:{u}" for u in url_index]
     for fref, _tech in files:
         link_keys += [f"hash:{h.hash_type.value}:{h.value}" for h in fref.hashes]
-    return Content(incidents=incidents, suspect=suspect, link_keys=_dedupe(link_keys))
+    return Content(
+        incidents=incidents,
+        suspect=suspect,
+        link_keys=_dedupe(link_keys),
+        reporter_location=check_reporter_location(event.reporter_location),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -839,6 +875,7 @@ def received(event: ev.ReportSubmitted, content: Content, numbering: Numbering) 
         contact=event.contact,
         linked_to=numbering.linked_to,
         reporters_count=numbering.reporters_count,
+        reporter_location=content.reporter_location,
     )
     return ev.ReportReceived(envelope=envelope, body=body, submission_id=event.submission_id)
 

@@ -63,6 +63,8 @@ def test_three_ways_in_reach_the_received_topic(settings: Settings, topics: None
             "13",
             "--province",
             "ON",
+            "--reporter-province",
+            "bc",
             "--anonymous",
             "--yes",
         ],
@@ -88,6 +90,7 @@ def test_three_ways_in_reach_the_received_topic(settings: Settings, topics: None
     assert phone_report.body.reporter_category == ev.Category.LURING
     assert phone_report.body.victim is not None
     assert phone_report.body.victim.age == 13
+    assert phone_report.body.reporter_location == ev.Location(province="BC")
     assert len({r.body.report_number for r in got.values()}) == 3
 
 
@@ -115,6 +118,33 @@ def test_phone_cli_refuses_bad_input_with_one_sentence(settings: Settings, topic
     )
     assert result.returncode != 0
     assert "urls[0]" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_phone_cli_refuses_a_bad_reporter_province_naming_it(settings: Settings, topics: None) -> None:
+    """A caller's province that is not a Canadian code is one sentence naming the field, no trace."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "intake",
+            "phone",
+            "--description",
+            "x",
+            "--reporter-province",
+            "Narnia",
+            "--anonymous",
+            "--yes",
+        ],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "reporter_location.province" in result.stderr
     assert "Traceback" not in result.stderr
 
 

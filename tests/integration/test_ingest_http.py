@@ -133,6 +133,22 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str], int, str | None, str]] = [
         "contact.email",
         "invalid_field",
     ),
+    (
+        "reporter province not Canadian",
+        b'{"description": "x", "reporter_location": {"province": "NY"}}',
+        JSON,
+        422,
+        "reporter_location.province",
+        "invalid_field",
+    ),
+    (
+        "reporter country not alpha-2",
+        b'{"description": "x", "reporter_location": {"country": "USA"}}',
+        JSON,
+        422,
+        "reporter_location.country",
+        "invalid_field",
+    ),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from pipeline import events as ev
 from pipeline.errors import DomainError
 from pipeline.ingest import logic
+from pipeline.settings import project_root
 
 T = ev.Technology
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -303,3 +305,83 @@ def test_received_carries_numbering_and_is_deterministic() -> None:
     assert a.envelope.causation_id == event.envelope.event_id
     assert a.envelope.report_id == event.envelope.report_id
     assert logic.report_number(123, NOW) == "CT-2026-000123"
+
+
+# --- The reporter's own location --------------------------------------------------------------------
+
+L = ev.Location
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"province": "ON"}, L(province="ON")),
+        ({"province": " qc ", "city": " Montréal "}, L(province="QC", city="Montréal")),
+        ({"province": "nu", "country": "ca"}, L(province="NU", country="CA")),
+        ({"country": "fr"}, L(country="FR")),
+        ({"country": "US", "city": "Buffalo"}, L(country="US", city="Buffalo")),
+        ({"city": "Halifax"}, L(city="Halifax")),
+        ({}, None),
+        ({"province": None, "country": None, "city": "  "}, None),
+        (None, None),
+    ],
+)
+def test_reporter_location_is_normalised(given: dict[str, Any] | None, expected: ev.Location | None) -> None:
+    """The reporter's location is upper-cased and trimmed; an empty one is no location at all."""
+    event = submitted(reporter_location=given)
+    assert event.reporter_location == expected
+    assert logic.normalized_content(event).reporter_location == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"province": "ZZ"}, "reporter_location.province"),
+        ({"province": "Ontario"}, "reporter_location.province"),
+        ({"province": " "}, "reporter_location.province"),
+        ({"province": 35}, "reporter_location.province"),
+        ({"country": "CAN"}, "reporter_location.country"),
+        ({"country": "1A"}, "reporter_location.country"),
+        ({"province": "BC", "country": "US"}, "reporter_location.country"),
+        ({"city": ["Ottawa"]}, "reporter_location.city"),
+        ({"city": "x" * (logic.MAX_TEXT + 1)}, "reporter_location.city"),
+        ({"postal_code": "K1A 0B1"}, "reporter_location.postal_code"),
+        ("ON", "reporter_location"),
+    ],
+)
+def test_bad_reporter_location_names_the_field(given: Any, field: str) -> None:
+    """A bad reporter location is one DomainError naming the offending field (HTTP 422)."""
+    with pytest.raises(DomainError) as info:
+        logic.parse_report({"description": "x", "reporter_location": given})
+    assert info.value.field == field
+
+
+def test_reporter_location_travels_to_the_report_body() -> None:
+    """ReportSubmitted's reporter location reaches ReportReceived's body unchanged."""
+    event = submitted(reporter_location={"province": "ab", "city": "Calgary"})
+    numbering = logic.Numbering(
+        report_number="CT-2026-000008", received_at=NOW, linked_to=None, reporters_count=1
+    )
+    got = logic.received(event, logic.normalized_content(event), numbering)
+    assert got.body.reporter_location == L(province="AB", city="Calgary")
+    assert (
+        logic.received(submitted(), logic.normalized_content(submitted()), numbering).body.reporter_location
+        is None
+    )
+
+
+def test_reporter_location_from_another_producer_is_checked_at_ingest() -> None:
+    """A ReportSubmitted built elsewhere with a bad province is refused by ingest, naming the field."""
+    forged = dataclasses.replace(submitted(), reporter_location=L(province="XX"))
+    with pytest.raises(DomainError) as info:
+        logic.normalized_content(forged)
+    assert info.value.field == "reporter_location.province"
+
+
+def test_provinces_are_those_of_the_jurisdiction_table() -> None:
+    """The province codes accepted are exactly the provinces of route's jurisdiction table."""
+    path = project_root() / "pipeline" / "route" / "data" / "jurisdictions.csv"
+    with path.open(newline="") as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        codes = {row["code"] for row in rows if row["code"]}  # the blank code is the national default
+    assert codes == logic.PROVINCES
