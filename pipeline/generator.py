@@ -12,13 +12,16 @@ The stream is shaped like the tipline's published figures (``pipeline/generator_
 the 2022 category mix, about 4.9 URLs per child-sexual-abuse-material report, about 1.5 incidents
 (technologies) per report, victim or suspect details on about one report in ten, the 2022 reporters'
 origins, INHOPE's 2023 hosting countries (real addresses of each country, on reserved ``.example`` host
-names), French and English, 60% anonymous, some URLs reported again and again by many people.
+names), French and English, 60% anonymous, some URLs reported again and again by many people. The
+reporter says where they are (``reporter_location``): their province, or their country when abroad;
+a reporter of unknown origin says nothing.
 
 Each report is drawn from its TRUE category: its ``facts``, technologies and annotations follow that
 category, while the category the reporter chose is sometimes "not sure" (``None``) or wrong, so the
-classification step has something to correct. The true category, the reporter's origin and the hosting
-countries travel beside the report in a ``Truth`` (``generate_submissions``), never inside it: outcomes
-are for the pipeline's rules and the simulated analyst to produce.
+classification step has something to correct. The true category and the hosting countries travel beside
+the report in a ``Truth`` (``generate_submissions``), never inside it: outcomes are for the pipeline's
+rules and the simulated analyst to produce. (The reporter's origin is in both: the report says it as
+``reporter_location``, the ``Truth`` keeps the drawn origin.)
 
 Everything random comes from ``random.Random`` seeded by ``seed`` (one stream per report, one for the
 arrival times, one for the pool of "viral" URLs), so the first ``k`` reports of ``generate(n, seed)`` do
@@ -731,6 +734,17 @@ class _Report:
             return {"province": None, "country": "CA" if self.rng.random() < 0.5 else "US", "city": None}
         return None
 
+    def _reporter_location(self) -> dict[str, Any] | None:
+        """Where the reporter says they are: the province of a Canadian, the country of one abroad.
+
+        Drawn last, from the report's own stream, so the rest of the report is as before.
+        """
+        if self.origin in DOMESTIC:
+            return {"province": self.origin, "country": "CA"}
+        if self.origin == "international":
+            return {"country": _weighted(self.rng, _ABROAD)}
+        return None
+
     def _hashes(self) -> list[dict[str, str]]:
         kinds = self.rng.sample(
             ((HashType.MD5, 32), (HashType.SHA1, 40), (HashType.PDQ, 64)), self.rng.randint(1, 3)
@@ -943,6 +957,9 @@ class _Report:
             "anonymous": anonymous,
             "contact": None if anonymous else self._contact(),
         }
+        reporter_location = self._reporter_location()
+        if reporter_location is not None:
+            report["reporter_location"] = reporter_location
         truth = Truth(
             submission_id=submission_id,
             category=self.category,

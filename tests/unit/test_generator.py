@@ -113,7 +113,7 @@ def test_every_report_is_accepted_by_intake_and_survives_the_wire(
 
 
 def test_reports_carry_only_intake_fields_and_no_outcome(subs: list[gen.Submission]) -> None:
-    """A report holds exactly the fields intake knows: no outcome, no true category, no origin."""
+    """A report holds exactly the fields intake knows: no outcome, no true category, no drawn origin."""
     for sub in subs[:500]:
         assert set(sub.report) <= logic.KNOWN_FIELDS
     assert not {"outcome", "determination", "true_category", "origin", "province"} & logic.KNOWN_FIELDS
@@ -195,6 +195,33 @@ def test_reporters_origins_follow_2022(subs: list[gen.Submission]) -> None:
     ):
         assert got[origin] / N == pytest.approx(expected / 18_891, abs=0.02), origin
     assert set(got) <= set(gen.DOMESTIC) | {"international", "unknown"}
+
+
+def test_reporters_say_where_they_are(subs: list[gen.Submission]) -> None:
+    """A Canadian reporter gives their province, one abroad a country other than CA, unknown nothing."""
+    for sub in subs:
+        where = sub.report.get("reporter_location")
+        if sub.truth.origin in gen.DOMESTIC:
+            assert where == {"province": sub.truth.origin, "country": "CA"}
+        elif sub.truth.origin == "international":
+            assert where is not None
+            assert set(where) == {"country"}
+            assert re.fullmatch(r"[A-Z]{2}", where["country"])
+            assert where["country"] != "CA"
+        else:
+            assert sub.truth.origin == "unknown"
+            assert "reporter_location" not in sub.report
+
+
+def test_reporter_location_reaches_the_submitted_event() -> None:
+    """The generated reporter location survives intake's rules into ReportSubmitted."""
+    events = list(gen.generate_events(300, seed=11))
+    subs = list(gen.generate_submissions(300, seed=11))
+    assert sum(1 for e in events if e.reporter_location is not None) > 200
+    for sub, event in zip(subs, events, strict=True):
+        where = sub.report.get("reporter_location")
+        expected = None if where is None else ev.Location(**where)
+        assert event.reporter_location == expected
 
 
 def test_a_located_victim_is_mostly_in_the_reporters_province(subs: list[gen.Submission]) -> None:
