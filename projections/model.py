@@ -61,6 +61,7 @@ GROUPS: tuple[Group, ...] = (
             ("reporter_category", "text"),
             ("incidents", "integer"),
             ("anonymous", "boolean"),
+            ("reporter_origin", "text"),
         ),
     ),
     Group(name="rejected", event_type="ReportRejected", columns=(("rejected_reason", "text"),)),
@@ -196,6 +197,24 @@ def _distinct(items: Iterable[str | None]) -> list[str]:
     return list(seen)
 
 
+INTERNATIONAL = "international"
+
+
+def reporter_origin(location: ev.Location | None) -> str | None:
+    """The reporter's origin as the published figures count it, or None when the reporter did not say.
+
+    Their province when given; ``international`` when they gave only a country other than Canada;
+    otherwise None (the statistics then fall back to the province route found for the report).
+    """
+    if location is None:
+        return None
+    if location.province:
+        return location.province
+    if location.country and location.country.upper() != "CA":
+        return INTERNATIONAL
+    return None
+
+
 def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - one return per event type
     """The group an event sets and its values, in ``Group.columns`` order."""
     match event:
@@ -210,6 +229,7 @@ def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - 
                 None if b.reporter_category is None else str(b.reporter_category),
                 len(b.incidents),
                 b.anonymous,
+                reporter_origin(b.reporter_location),
             )
         case ev.ReportRejected():
             return "rejected", (event.reason_code,)

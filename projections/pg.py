@@ -241,7 +241,9 @@ class PgView:
             police_in_canada=int(head[4]),
             by_step=dict(sorted(by_step.items())),
             by_category=self._counts(sql.SQL("coalesce(category, {})").format(unknown), table),
-            by_province=self._counts(sql.SQL("coalesce(province, {})").format(unknown), table),
+            by_province=self._counts(
+                sql.SQL("coalesce(reporter_origin, province, {})").format(unknown), table
+            ),
             by_hosting_country=self._counts(
                 sql.SQL("h"), sql.SQL("{}, unnest(hosting_countries) AS h").format(table)
             ),

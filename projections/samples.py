@@ -27,6 +27,7 @@ from pipeline.topics import (
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 PROVINCES = ("ON", "BC", "AB", "NS", "QC", "MB", "SK", "NB", "NL", "PE", None)
+REPORTER_PROVINCES = ("ON", "BC", "AB", "QC", "NS", "NU", "MB")
 HOSTS = ("GB", "NL", "DE", "US", "CA", "RU", "FR")
 CATEGORIES = tuple(ev.Category)
 SECTIONS = {ev.Category.CSAM: ("163.1(3)", "163.1(4)"), ev.Category.LURING: ("172.1",)}
@@ -89,6 +90,15 @@ def lifecycle(  # noqa: PLR0915 - one report's whole story, step by step, reads 
         )
         for i, h in enumerate(hosts or ("CA",))
     )
+    # The reporter's own location, from n (not the rng, so every other draw stays as it was): a province
+    # (not always the victim's), a country abroad, Canada alone (no province), or nothing said.
+    reporter_location = (
+        ev.Location(province=REPORTER_PROVINCES[n % len(REPORTER_PROVINCES)]),
+        ev.Location(country="US"),
+        ev.Location(country="CA"),
+        None,
+        None,
+    )[n % 5]
     body = ev.ReportBody(
         report_number=report_id,
         channel=rng.choice(tuple(ev.Channel)),
@@ -103,6 +113,7 @@ def lifecycle(  # noqa: PLR0915 - one report's whole story, step by step, reads 
         facts=ev.Facts(content=(ev.ContentKind.SEXUAL_IMAGE_OR_VIDEO,)),
         anonymous=anonymous,
         contact=contact,
+        reporter_location=reporter_location,
     )
     out: list[ev.Event] = [ev.ReportReceived(envelope=received_env, body=body, submission_id=f"sub-{n}")]
     if steps <= 2:

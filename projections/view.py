@@ -14,7 +14,10 @@ Definitions of the published statistics (``Statistics``):
 - *police referrals*: closed reports with at least one police referral (``domestic_police`` +
   ``foreign_police`` > 0); they *stayed in Canada* when none of them went abroad (``foreign_police`` = 0);
 - counts by category, province and hosting country are over closed reports, from ``ReportClosed``'s
-  own fields (``unknown`` where it has none);
+  own fields (``unknown`` where it has none), except that the count by province is by the reporter's
+  origin, as the tipline publishes it: the province the reporter gave (``ReportBody.reporter_location``),
+  ``international`` when they gave only a country other than Canada, else ``ReportClosed.province``
+  (the victim's or suspect's province route used), else ``unknown``;
 - time in each step: ``received -> prioritized -> classified -> assessed -> closed``, the difference of
   the first ``occurred_at`` of each step's event, median and 90th percentile with linear interpolation
   (PostgreSQL's ``percentile_cont``).
@@ -188,7 +191,7 @@ def statistics_of(rows: Iterable[ReportRow]) -> Statistics:
             if foreign == 0:
                 police_ca += 1
         by_category[row.value("category") or UNKNOWN] += 1
-        by_province[row.value("province") or UNKNOWN] += 1
+        by_province[row.value("reporter_origin") or row.value("province") or UNKNOWN] += 1
         for country in row.value("hosting_countries") or ():
             by_host[country] += 1
     return Statistics(

@@ -35,6 +35,7 @@ BEGIN
             reporter_category  text,
             incidents          integer,
             anonymous          boolean,
+            reporter_origin    text,
             rejected_first_at  timestamptz, rejected_at timestamptz, rejected_event text COLLATE "C",
             rejected_reason    text,
             prioritized_first_at timestamptz, prioritized_at timestamptz, prioritized_event text COLLATE "C",
@@ -62,6 +63,10 @@ BEGIN
             province           text,
             hosting_countries  text[]
         )$ddl$, target);
+
+    -- Columns added after the first release: a table created before them gets them at the end
+    -- (every query names its columns, so their position does not matter).
+    EXECUTE format('ALTER TABLE %I.proj_report ADD COLUMN IF NOT EXISTS reporter_origin text', target);
 
     -- The analysts' queue: classified, not yet assessed; by level, then arrival.
     EXECUTE format(

@@ -20,7 +20,9 @@ from projections.view import InMemoryView
 from tests.unit.test_projections_contract import (  # noqa: F401 - the same tests, run on PgView
     test_a_newer_classification_wins_whatever_arrives_first,
     test_any_order_and_duplicates_converge,
+    test_counts_by_province_are_by_the_reporters_origin,
     test_full_lifecycle_gives_the_report_status,
+    test_one_report_is_counted_under_its_origin,
     test_queue_holds_classified_reports_by_level_then_arrival,
     test_rejected_submissions_are_not_closed_reports,
     test_statistics_count_what_the_events_say,
@@ -77,6 +79,30 @@ def test_table_columns_follow_the_model(view: pg.PgView, conn: psycopg.Connectio
         (view.schema,),
     ).fetchall()
     assert tuple(c for (c,) in cols) == pg.COLUMNS
+
+
+def test_a_table_from_before_reporter_origin_gets_the_column(
+    view: pg.PgView, conn: psycopg.Connection[Any]
+) -> None:
+    """Installing over a proj_report created without reporter_origin adds it; counts then use it."""
+    table = psycopg.sql.SQL("{}.proj_report").format(psycopg.sql.Identifier(view.schema))
+    conn.execute(psycopg.sql.SQL("ALTER TABLE {} DROP COLUMN reporter_origin").format(table))
+    pg.install(conn, view.schema)
+    cols = {
+        c
+        for (c,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = 'proj_report'",
+            (view.schema,),
+        ).fetchall()
+    }
+    assert cols == set(pg.COLUMNS)
+    events = lifecycles(40)
+    view.apply(events)
+    memory = InMemoryView()
+    memory.apply(events)
+    assert view.statistics().by_province == memory.statistics().by_province
+    assert "international" in view.statistics().by_province
 
 
 def test_projector_reads_spread_partitions_once(

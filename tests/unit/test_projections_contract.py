@@ -6,6 +6,7 @@ The integration module imports these tests and overrides the ``view`` fixture wi
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -121,7 +122,10 @@ def test_statistics_count_what_the_events_say(view: View) -> None:
     assert s.share_legal_or_informational == pytest.approx(1 - len(referred) / len(closed))
     assert s.share_police_in_canada == pytest.approx(len(in_canada) / len(police))
     assert sum(s.by_category.values()) == len(closed)
-    assert s.by_province.get("unknown", 0) == sum(1 for e in closed if e.province is None)
+    assert sum(s.by_province.values()) == len(closed)
+    assert s.by_province.get("unknown", 0) == sum(
+        1 for c in closed if _expected_origin(events, c) == "unknown"
+    )
     assert s.by_hosting_country.get("GB", 0) == sum(1 for e in closed if "GB" in e.hosting_countries)
     assert s.by_step == {"closed": 120}
     to_closed = sorted(
@@ -133,6 +137,61 @@ def test_statistics_count_what_the_events_say(view: View) -> None:
     last = s.step_times[-1]
     assert (last.start, last.end, last.count) == ("assessed", "closed", 120)
     assert last.median_s == pytest.approx((to_closed[59] + to_closed[60]) / 2)
+
+
+def _expected_origin(events: list[ev.Event], closed: ev.ReportClosed) -> str:
+    received = next(
+        e
+        for e in events
+        if isinstance(e, ev.ReportReceived) and e.envelope.report_id == closed.envelope.report_id
+    )
+    where = received.body.reporter_location
+    if where is not None and where.province:
+        return where.province
+    if where is not None and where.country and where.country != "CA":
+        return "international"
+    return closed.province or "unknown"
+
+
+def test_counts_by_province_are_by_the_reporters_origin(view: View) -> None:
+    """Province counts take the reporter's province, then international, then route's province, then unknown."""
+    events = _reports(150)
+    view.apply(events)
+    closed = [e for e in events if isinstance(e, ev.ReportClosed)]
+    expected = Counter(_expected_origin(events, c) for c in closed)
+    assert view.statistics().by_province == dict(sorted(expected.items()))
+    # The sample stream holds every case, so each rule above is exercised.
+    assert expected["international"] == 30
+    assert expected["NU"] > 0
+    assert sum(1 for c in closed if c.province is None) > 0
+
+
+@pytest.mark.parametrize(
+    ("reporter_location", "closed_province", "counted_as"),
+    [
+        (ev.Location(province="SK", country="CA"), "ON", "SK"),
+        (ev.Location(province="YT"), None, "YT"),
+        (ev.Location(country="FR", city="Lyon"), "ON", "international"),
+        (ev.Location(country="CA"), "NS", "NS"),
+        (ev.Location(city="Toronto"), None, "unknown"),
+        (None, "BC", "BC"),
+        (None, None, "unknown"),
+    ],
+)
+def test_one_report_is_counted_under_its_origin(
+    view: View, reporter_location: ev.Location | None, closed_province: str | None, counted_as: str
+) -> None:
+    """One closed report lands in the province column its reporter's location (or route's province) says."""
+    events = samples.lifecycle(0, random.Random(1))
+    out: list[ev.Event] = []
+    for event in events:
+        e = replace(event, province=closed_province) if isinstance(event, ev.ReportClosed) else event
+        body = getattr(e, "body", None)
+        if body is not None:
+            e = replace(e, body=replace(body, reporter_location=reporter_location))  # type: ignore[type-var]
+        out.append(e)
+    view.apply(out)
+    assert view.statistics().by_province == {counted_as: 1}
 
 
 def test_rejected_submissions_are_not_closed_reports(view: View) -> None:
