@@ -188,7 +188,7 @@ def test_one_report_is_counted_under_its_origin(
         e = replace(event, province=closed_province) if isinstance(event, ev.ReportClosed) else event
         body = getattr(e, "body", None)
         if body is not None:
-            e = replace(e, body=replace(body, reporter_location=reporter_location))  # type: ignore[type-var]
+            e = replace(e, body=replace(body, reporter_location=reporter_location))
         out.append(e)
     view.apply(out)
     assert view.statistics().by_province == {counted_as: 1}
