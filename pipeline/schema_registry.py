@@ -289,7 +289,7 @@ _PRIMITIVE_SAMPLES: dict[str, Any] = {
 
 def compatibility_problems(files: list[SchemaFile] | None = None) -> list[str]:
     """One sentence per older schema version whose data the current version cannot read."""
-    import io  # noqa: PLC0415 - only the check needs it
+    import io
 
     files = list(registry()) if files is None else files
     by_event: dict[str, list[SchemaFile]] = {}
