@@ -57,6 +57,10 @@ class Context:
 
     settings: Settings
     db: Any = None  # psycopg.Connection inside an open transaction when the stage uses_db
+    source: str | None = None
+    """Where the input record sits (``topic:partition:offset``). A stage that keeps state can tell a
+    replay of the same record (re-emit what it stored) from a second copy of an event at another offset
+    (emit nothing): both carry the same event id."""
 
 
 Handler = Callable[[Any, Context], Sequence[Output]]
@@ -421,6 +425,7 @@ class StageRunner:
             self._dead_letter(msg, exc.reason, str(exc), exc.field)
             return
         try:
+            ctx.source = f"{key[0]}:{key[1]}:{key[2]}"
             outputs = self.spec.handle(event, ctx)
         except DomainError as exc:
             self._dead_letter(msg, exc.reason, str(exc), exc.field)

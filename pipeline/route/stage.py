@@ -85,26 +85,35 @@ _TOPIC_OF: dict[str, TopicSpec] = {
 }
 
 
-def _replayed(db: Any, assessed: ReportAssessed) -> list[RouteEvent]:
+def _replayed(db: Any, assessed: ReportAssessed, source: str | None) -> list[RouteEvent] | None:
+    """What this assessment already routed: the stored events when ``source`` is the record they were
+    decided from (a replayed batch: emit them again, same ids), an empty list when they came from another
+    record (a second copy of the same assessment on the topic: emit nothing), None when it is new."""
     rows = db.execute(
-        sql.SQL("SELECT payload FROM {} WHERE report_id = %s AND causation_id = %s ORDER BY seq").format(
-            TABLE
-        ),
+        sql.SQL(
+            "SELECT payload, source FROM {} WHERE report_id = %s AND causation_id = %s ORDER BY seq"
+        ).format(TABLE),
         (assessed.envelope.report_id, assessed.envelope.event_id),
     ).fetchall()
+    if not rows:
+        return None
+    if source is not None and all(row[1] is not None and row[1] != source for row in rows):
+        return []
     stored = [serde.decode(bytes(row[0])) for row in rows]
     return [e for e in stored if isinstance(e, ReportReferred | FollowUpRequested | ReportClosed)]
 
 
-def _claim(db: Any, assessed: ReportAssessed, seq: int, event: RouteEvent) -> RouteEvent | None:
+def _claim(
+    db: Any, assessed: ReportAssessed, seq: int, event: RouteEvent, source: str | None
+) -> RouteEvent | None:
     """Record the event for its emit key and return what to emit: the event, the record this same
     assessment stored for that key earlier (a replay, or a fenced predecessor that committed the row while
     this instance was planning), or None when another assessment already took the key."""
     key = logic.emit_key(event)
     inserted = db.execute(
         sql.SQL(
-            "INSERT INTO {} (report_id, emit_key, event_id, event_type, causation_id, seq, payload)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            "INSERT INTO {} (report_id, emit_key, event_id, event_type, causation_id, seq, payload, source)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (report_id, emit_key) DO NOTHING RETURNING event_id"
         ).format(TABLE),
         (
@@ -115,6 +124,7 @@ def _claim(db: Any, assessed: ReportAssessed, seq: int, event: RouteEvent) -> Ro
             assessed.envelope.event_id,
             seq,
             serde.encode(event),
+            source,
         ),
     ).fetchone()
     if inserted is not None:
@@ -134,7 +144,12 @@ def make_handler(tables: Tables, resolver: Resolver) -> Handler:
 
     def handle(event: object, ctx: Context) -> Sequence[Output]:
         assessed = logic.require_assessment(event)
-        replay = _replayed(ctx.db, assessed)
+        replay = _replayed(ctx.db, assessed, ctx.source)
+        if replay == []:
+            log.info(
+                "route_copy_ignored", report_id=assessed.envelope.report_id, cause=assessed.envelope.event_id
+            )
+            return []
         if replay:
             log.info("route_replayed", report_id=assessed.envelope.report_id, events=len(replay))
             return [Output(_TOPIC_OF[e.envelope.event_type], e) for e in replay]
@@ -147,7 +162,7 @@ def make_handler(tables: Tables, resolver: Resolver) -> Handler:
         outputs: list[Output] = []
         skipped: list[str] = []
         for seq, out in enumerate(planned):
-            emitted = _claim(ctx.db, assessed, seq, out)
+            emitted = _claim(ctx.db, assessed, seq, out, ctx.source)
             if emitted is not None:
                 outputs.append(Output(_TOPIC_OF[emitted.envelope.event_type], emitted))
             else:

@@ -15,3 +15,7 @@ CREATE TABLE IF NOT EXISTS route_emitted (
 );
 
 CREATE INDEX IF NOT EXISTS route_emitted_causation ON route_emitted (causation_id, seq);
+
+-- The input record (topic:partition:offset) the row was decided from: a replay of that record re-emits
+-- the stored events; a second copy of the same assessment at another offset emits nothing.
+ALTER TABLE route_emitted ADD COLUMN IF NOT EXISTS source text;
