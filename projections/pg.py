@@ -58,8 +58,21 @@ def schema_for(settings: Settings) -> str:
 
 
 def install(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Create the schema and its tables if they do not exist (``proj_install`` from ``sql/``)."""
-    conn.execute("SELECT proj_install(%s)", (schema,))
+    """Create the schema and its tables if they do not exist (``proj_install`` from ``sql/``).
+
+    Readers call this on every query; when the newest column is already there nothing is run, so no
+    DDL lock is ever taken beside a running projector."""
+    installed = conn.execute(
+        "SELECT 1 FROM information_schema.columns"
+        " WHERE table_schema = %s AND table_name = 'proj_report' AND column_name = 'reporter_origin'",
+        (schema,),
+    ).fetchone()
+    if installed is None or not _has_table(conn, schema, "proj_rejected"):  # the last one proj_install makes
+        conn.execute("SELECT proj_install(%s)", (schema,))
+
+
+def _has_table(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s)", (f'"{schema}".{table}',)).fetchone() not in (None, (None,))
 
 
 def schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:

@@ -66,7 +66,14 @@ BEGIN
 
     -- Columns added after the first release: a table created before them gets them at the end
     -- (every query names its columns, so their position does not matter).
-    EXECUTE format('ALTER TABLE %I.proj_report ADD COLUMN IF NOT EXISTS reporter_origin text', target);
+    -- Only when missing: ALTER TABLE takes an exclusive lock even when there is nothing to add, and
+    -- readers install on every call while the projector writes.
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns
+        WHERE table_schema = target AND table_name = 'proj_report' AND column_name = 'reporter_origin'
+    ) THEN
+        EXECUTE format('ALTER TABLE %I.proj_report ADD COLUMN reporter_origin text', target);
+    END IF;
 
     -- The analysts' queue: classified, not yet assessed; by level, then arrival.
     EXECUTE format(
