@@ -347,6 +347,11 @@ class StageRunner:
             return False
         if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
             return True
+        if err.fatal():
+            # e.g. fenced by another instance with the same name: this one can never consume again, so it
+            # stops (non-zero) for its supervisor to see, instead of idling forever.
+            self.log.error("consumer_fatal", error=err.str())
+            raise KafkaException(err)
         self.log.warning("consumer_error", error=err.str())
         return True
 
@@ -423,6 +428,9 @@ class StageRunner:
             event = serde.decode(raw)
         except SerdeError as exc:
             self._dead_letter(msg, exc.reason, str(exc), exc.field)
+            return
+        except Exception as exc:  # noqa: BLE001 - a record no decoder path foresaw: dead-letter it, go on
+            self._dead_letter(msg, "undecodable", f"{type(exc).__name__}: {exc}", None)
             return
         try:
             ctx.source = f"{key[0]}:{key[1]}:{key[2]}"
@@ -529,9 +537,9 @@ def run_stage(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     runner = StageRunner(spec, settings, instance=instance)
-    runner.start()
     idle_since = time.monotonic()
     try:
+        runner.start()  # inside try: a refused start (bad table, fenced) still closes the clients
         while not stop.requested:
             n = runner.poll_once()
             if n:

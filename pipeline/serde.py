@@ -55,6 +55,9 @@ class _Codegen:
             "_EPOCH_DATE": _EPOCH.date(),
             "_EPOCH_ORDINAL": _EPOCH.date().toordinal(),
             "_MS": timedelta(milliseconds=1),
+            "_MS_MIN": (datetime(1, 1, 2, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1),
+            "_MS_MAX": (datetime(9999, 12, 30, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1),
+            "_out_of_range": _out_of_range,
             "_timedelta": timedelta,
             "_date_fromordinal": date.fromordinal,
         }
@@ -89,7 +92,8 @@ class _Codegen:
             return f"(_b if ((_b := {expr}) is True or _b is False) else _not_bool())"
         if hint is datetime:
             # Timestamps are converted here, not by fastavro's logical-type layer (several times slower).
-            return f"(({expr}) - _EPOCH) // _MS"
+            # The range check keeps out what could never be read back (UTC outside years 1-9999).
+            return f"(_ms if _MS_MIN <= (_ms := (({expr}) - _EPOCH) // _MS) <= _MS_MAX else _out_of_range())"
         if hint is date:
             return f"(({expr}) - _EPOCH_DATE).days"
         if hint is str and "max_length" in meta:
@@ -198,11 +202,23 @@ def _not_bool() -> bool:
     raise TypeError("a boolean field holds something else")
 
 
+def _out_of_range() -> int:
+    raise SerdeError("a time is outside the years 1-9999 in UTC.", reason="out_of_range")
+
+
 def _check_dt(value: Any, path: str) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         raise SerdeError(
             f"{path} is a naive datetime; give it a timezone (UTC).", reason="wrong_type", field=path
         )
+    if isinstance(value, datetime):
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            # Written, it could never be read back: its UTC time is outside years 1-9999.
+            raise SerdeError(
+                f"{path} is outside the years 1-9999 in UTC.", reason="out_of_range", field=path
+            ) from None
     return value
 
 
@@ -455,6 +471,11 @@ def decode(data: bytes) -> Event:
         raise (_diagnose(codec.cls, record, "", {}, False) or err) from None
     except KeyError as exc:
         raise SerdeError(f"the {codec.event_name} record lacks {exc}.", reason="corrupt") from exc
+    except (ValueError, OverflowError, TypeError) as exc:
+        # e.g. a timestamp outside the years a datetime can hold, written by another implementation.
+        raise SerdeError(
+            f"the {codec.event_name} record holds a value out of range ({exc}).", reason="out_of_range"
+        ) from exc
     return event
 
 

@@ -254,3 +254,29 @@ def test_non_event_is_refused() -> None:
     with pytest.raises(SerdeError) as info:
         serde.encode(ev.Actor(kind=ev.ActorKind.SYSTEM, id="x"))  # type: ignore[arg-type]
     assert info.value.reason == "unknown_event"
+
+
+def test_a_time_outside_utc_years_1_to_9999_is_refused_at_encode() -> None:
+    """A time whose UTC value falls outside years 1-9999 could never be read back: encode refuses it."""
+    event = typical_report_classified()
+    late = datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5)))
+    bad = dataclasses.replace(event, envelope=dataclasses.replace(event.envelope, occurred_at=late))
+    with pytest.raises(SerdeError) as err:
+        serde.encode(bad)
+    assert err.value.reason == "out_of_range"
+    assert err.value.field is not None
+    assert "occurred_at" in err.value.field
+
+
+def test_a_timestamp_no_datetime_can_hold_is_a_serde_error_at_decode() -> None:
+    """Bytes from another writer holding a timestamp past year 9999 decode to a SerdeError, not a crash."""
+    event = typical_report_classified()
+    record = serde.to_avro_dict(event)
+    record["envelope"]["occurred_at"] = 2**62  # milliseconds: far past year 9999
+    schema = _current(type(event))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(json.loads(schema.path.read_text())), record)
+    data = serde.encode(event)[: serde.HEADER_LEN] + body.getvalue()
+    with pytest.raises(SerdeError) as err:
+        serde.decode(data)
+    assert err.value.reason in {"out_of_range", "corrupt"}
