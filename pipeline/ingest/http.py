@@ -37,9 +37,12 @@ twice. The contact is encrypted (``pipeline.ingest.crypto``) before the event is
 Bad input always gets one 4xx with ``{"error": <sentence>, "field": <field or null>, "reason": <code>}``:
 a body over ``MAX_BODY_BYTES`` (413), a content type other than JSON, multipart uploads included (415),
 a body that is not UTF-8 or not JSON (400), JSON nested deeper than 20 levels, a missing or unknown
-field, a category outside the list, an invalid URL, IP, phone or e-mail address, province or country
-code, or anything that looks like an upload (422: the tipline takes URLs and hashes only). The broker not acknowledging in time is
-the server's problem, said so with 503 and ``Retry-After``.
+field, an ``intake_system`` (only a partner's ``pipeline.ingest.client`` sets it), a category outside
+the list, an invalid URL, IP, phone or e-mail address, province or country code, a time outside years
+1-9999 (UTC) or more than a day ahead, a date of birth after today or disagreeing with the age, a lone
+UTF-16 surrogate in a string or a key, or anything that looks like an upload (a media field, a
+``data:`` URI or a long run of base64 inside any text: 422, the tipline takes URLs and hashes only).
+The broker not acknowledging in time is the server's problem, said so with 503 and ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -227,7 +230,7 @@ def create_app(settings: Settings) -> FastAPI:
         except ValueError as exc:
             return _error(400, f"the body is not valid JSON ({exc}).", "(body)", "not_json")
         try:
-            parsed = logic.parse_report(data)
+            parsed = logic.parse_report(data, allow_intake_system=False)
             enc = None
             if parsed.contact is not None:
                 try:

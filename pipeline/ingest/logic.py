@@ -504,14 +504,18 @@ def _check_submission_id(value: Any) -> str:
     return value
 
 
-def parse_report(
-    data: Any, *, new_submission_id: Callable[[], str] = lambda: str(uuid.uuid4())
+def parse_report(  # noqa: PLR0912 - one check per top-level rule
+    data: Any,
+    *,
+    new_submission_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    allow_intake_system: bool = True,
 ) -> ParsedReport:
     """Validate a JSON report (already parsed): the one function every way in shares.
 
     Raises ``DomainError`` naming the first offending field. The content is checked the way ingest
     will read it (URLs, IPs, phones and e-mail addresses must normalise), so a report accepted here is
-    not rejected later for its content.
+    not rejected later for its content. ``allow_intake_system=False`` (the public web form) refuses an
+    ``intake_system`` field: only a partner's ``pipeline.ingest.client`` may say which system it is.
     """
     if not isinstance(data, dict):
         raise _refuse("(body)", "the report must be a JSON object")
@@ -523,6 +527,8 @@ def parse_report(
     for key in data:
         if key not in KNOWN_FIELDS:
             raise _refuse(str(key), "is not a known field")
+    if not allow_intake_system and "intake_system" in data:
+        raise _refuse("intake_system", "is set by a partner's intake client, never by the public web form")
     if "description" not in data or data["description"] is None:
         raise _refuse("description", "is required: say in a few words what you saw", "missing_field")
     hints = _hints(ev.ReportSubmitted)

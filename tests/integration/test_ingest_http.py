@@ -149,6 +149,14 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str], int, str | None, str]] = [
         "reporter_location.country",
         "invalid_field",
     ),
+    (
+        "web form claiming to be a partner system",
+        b'{"description": "x", "intake_system": "partner-a"}',
+        JSON,
+        422,
+        "intake_system",
+        "invalid_field",
+    ),
 ]
 
 

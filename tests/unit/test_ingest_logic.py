@@ -385,3 +385,15 @@ def test_provinces_are_those_of_the_jurisdiction_table() -> None:
         rows = csv.DictReader(line for line in f if not line.startswith("#"))
         codes = {row["code"] for row in rows if row["code"]}  # the blank code is the national default
     assert codes == logic.PROVINCES
+
+
+@pytest.mark.parametrize(("allowed", "refused"), [(True, False), (False, True)])
+def test_only_an_intake_client_may_name_its_intake_system(allowed: bool, refused: bool) -> None:
+    """The public web form (allow_intake_system=False) may not claim to be a partner system."""
+    report = {"description": "x", "intake_system": "partner-a"}
+    if refused:
+        with pytest.raises(DomainError) as info:
+            logic.parse_report(report, allow_intake_system=allowed)
+        assert (info.value.field, info.value.reason) == ("intake_system", "invalid_field")
+    else:
+        assert logic.parse_report(report, allow_intake_system=allowed).intake_system == "partner-a"
