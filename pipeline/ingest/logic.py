@@ -7,7 +7,9 @@ intake system's client) share ``parse_report``: a JSON object becomes a ``Parsed
 
 Normalisation:
 - URLs: scheme and host lower-cased, an internationalised host to punycode (``idna``, UTS #46), default
-  ports and the fragment dropped, an empty path made ``/``; the original is kept beside it. A URL
+  ports, ``user:password@`` and the fragment dropped, an empty path made ``/``; the original is kept
+  beside it. A backslash, port 0 or a numeric host other than a dotted-decimal IPv4 address (browsers
+  read ``0x7f.0.0.1`` as 127.0.0.1) is refused. A URL
   without a scheme is read as ``http://`` (reporters paste ``example.com/page``).
 - IP addresses: ``ipaddress`` (IPv6 compressed). Phones: E.164 (``phonenumbers``, region CA by default).
   E-mail addresses: ``email_validator`` syntax check and normalisation, no DNS lookup.
@@ -121,6 +123,7 @@ GAMING_HOSTS = frozenset(
 
 _HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 _DATA_URI = re.compile(r"\s*data:[a-z0-9.+-]+/[a-z0-9.+-]+(;[a-z0-9=.+-]+)*,", re.IGNORECASE)
+_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
 _BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 _SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 _HASH_PATTERNS = {
@@ -173,15 +176,29 @@ def normalize_host(host: str, field: str) -> str:
             host = idna.encode(host, uts46=True).decode("ascii")
         except idna.IDNAError:
             raise _refuse(field, "the URL's host is not a valid domain name") from None
-    if re.fullmatch(r"[0-9.]+", host):
+    if re.fullmatch(r"[0-9.]+", host) or _NUMERIC_LABEL.fullmatch(host.rsplit(".", 1)[-1]):
+        # A browser reads a host whose last label is a number (``0x7f.0.0.1``, ``2130706433``) as an
+        # IPv4 address in its own notation: only the plain dotted-decimal form is accepted.
         try:
             return str(ipaddress.IPv4Address(host))
         except ValueError:
-            raise _refuse(field, "the URL's IPv4 address is not valid") from None
+            raise _refuse(field, "the URL's host looks like an IPv4 address but is not a valid one") from None
     labels = host.split(".")
     if len(labels) < 2 or len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
         raise _refuse(field, "the URL's host is not a public domain name")
     return host
+
+
+def _check_url_text(text: str, field: str) -> None:
+    if not text:
+        raise _refuse(field, "the URL is empty")
+    if len(text) > ev.MAX_URL_LENGTH:
+        raise _refuse(field, f"the URL is longer than {ev.MAX_URL_LENGTH} characters")
+    if _BAD_URL_CHARS.search(text):
+        raise _refuse(field, "the URL contains spaces or control characters")
+    if "\\" in text:
+        # Browsers read a backslash as a slash: ``http://evil.example\@host/`` goes to evil.example.
+        raise _refuse(field, "the URL contains a backslash")
 
 
 def normalize_url(raw: str, field: str = "url") -> ev.UrlRef:
@@ -190,12 +207,7 @@ def normalize_url(raw: str, field: str = "url") -> ev.UrlRef:
         raise _refuse(field, "must be a string")
     original = raw
     text = raw.strip()
-    if not text:
-        raise _refuse(field, "the URL is empty")
-    if len(text) > ev.MAX_URL_LENGTH:
-        raise _refuse(field, f"the URL is longer than {ev.MAX_URL_LENGTH} characters")
-    if _BAD_URL_CHARS.search(text):
-        raise _refuse(field, "the URL contains spaces or control characters")
+    _check_url_text(text, field)
     if text.lower().startswith("data:"):
         raise _refuse(field, MEDIA_MESSAGE, "media_not_accepted")
     if "://" not in text:
@@ -218,8 +230,9 @@ def normalize_url(raw: str, field: str = "url") -> ev.UrlRef:
     if parts.netloc.rsplit("@", 1)[-1].startswith("["):
         hostname = f"[{hostname}]"
     host = normalize_host(hostname, field)
-    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    netloc = userinfo + host
+    if port == 0:
+        raise _refuse(field, "the URL's port 0 is not a usable port")
+    netloc = host  # user:password@ is dropped (the original keeps it)
     if port is not None and port != DEFAULT_PORTS.get(scheme):
         netloc += f":{port}"
     normalized = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))

@@ -37,10 +37,12 @@ def submitted(**report: Any) -> ev.ReportSubmitted:
         ("ftp://10.0.0.1:21/file", "ftp://10.0.0.1/file", "10.0.0.1"),
         ("https://www.example.com.", "https://www.example.com/", "www.example.com"),
         ("http://foo_bar.example.com", "http://foo_bar.example.com/", "foo_bar.example.com"),
+        ("http://user:pass@Files.example.com/x", "http://files.example.com/x", "files.example.com"),
+        ("https://a@b@example.com:8443/", "https://example.com:8443/", "example.com"),
     ],
 )
 def test_url_normalisation(raw: str, normalized: str, host: str) -> None:
-    """Scheme and host lower-cased, IDN host punycoded, default port and fragment dropped, original kept."""
+    """Scheme and host lower-cased, IDN host punycoded, default port, user:pass@ and fragment dropped, original kept."""
     ref = logic.normalize_url(raw, "urls[0]")
     assert (ref.normalized, ref.host, ref.original) == (normalized, host, raw)
 
@@ -60,6 +62,14 @@ def test_url_normalisation(raw: str, normalized: str, host: str) -> None:
         "http://[::zz]/",
         "gopher://example.com/",
         "http://exa mple.com/",
+        "http://evil.example\\@files.nl-host.example/x",
+        "http://files.example.com\\x",
+        "http://example.com:0/",
+        "http://0x7f.0.0.1/",
+        "http://0x7f000001/",
+        "http://2130706433/",
+        "http://0177.0.0.1/",
+        "http://host.example.0x10/",
     ],
 )
 def test_invalid_urls_are_refused_naming_the_field(raw: str) -> None:
