@@ -77,6 +77,9 @@ log = get_logger(stage="intake")
 def _error(
     status: int, message: str, field: str | None = None, reason: str = "bad_request", **headers: str
 ) -> JSONResponse:
+    # The answer must always encode: a lone surrogate from the request never reaches it in clear.
+    message = message.encode("utf-8", "replace").decode("utf-8")
+    field = field.encode("utf-8", "replace").decode("utf-8") if field is not None else None
     return JSONResponse(
         {"error": message, "field": field, "reason": reason}, status_code=status, headers=headers or None
     )

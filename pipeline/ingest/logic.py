@@ -122,7 +122,15 @@ GAMING_HOSTS = frozenset(
 )
 
 _HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
-_DATA_URI = re.compile(r"\s*data:[a-z0-9.+-]+/[a-z0-9.+-]+(;[a-z0-9=.+-]+)*,", re.IGNORECASE)
+# A data: URI anywhere in a string, with or without a media type (``data:,x``, ``data:;base64,x``); a
+# word ending in "data" (``metadata:``) or "data: " followed by a space is prose, not a URI.
+_DATA_URI = re.compile(
+    r"(?<![a-z0-9])data:(?:[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+)?(?:;[^,;\s]*)*,", re.IGNORECASE
+)
+MIN_BASE64_RUN = 1_000
+"""A run this long of base64 characters without a space, in text, is an encoded file."""
+_BASE64_RUN = re.compile(rf"[A-Za-z0-9+/=]{{{MIN_BASE64_RUN},}}")
+_BASE64_EXEMPT = frozenset({"urls", "profile_urls", "seen_at_url", "value"})
 _NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
 _BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 _SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
@@ -309,24 +317,63 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-def find_media(value: Any, path: str = "") -> str | None:
-    """The path of the first field that looks like an upload (a media field name or a data: URI)."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            p = f"{path}.{k}" if path else str(k)
-            if str(k).lower() in MEDIA_FIELDS:
-                return p
-            found = find_media(v, p)
-            if found:
-                return found
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found = find_media(v, f"{path}[{i}]")
-            if found:
-                return found
-    elif isinstance(value, str) and _DATA_URI.match(value):
-        return path or "(body)"
+def _is_encodable(text: str) -> bool:
+    """False for a string holding a lone UTF-16 surrogate (JSON ``\\ud800``): no UTF-8 form exists."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _string_problem(text: str, path: str, owner: str) -> DomainError | None:
+    if not _is_encodable(text):
+        return _refuse(path, "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text")
+    if _DATA_URI.search(text):
+        return _refuse(path, MEDIA_MESSAGE, "media_not_accepted")
+    if owner not in _BASE64_EXEMPT and _BASE64_RUN.search(text):
+        return _refuse(path, MEDIA_MESSAGE, "media_not_accepted")
     return None
+
+
+def scan_json(value: Any) -> None:
+    """Walk a parsed JSON value once, in document order, refusing the first of: a lone surrogate in a
+    string or a key (the key's parent is named), nesting deeper than ``MAX_DEPTH``, a media field name,
+    a ``data:`` URI anywhere inside a string, a run of ``MIN_BASE64_RUN`` base64 characters in text.
+
+    Raises ``DomainError`` naming the field; no other check should see a value before this one did.
+    """
+    # (value, path, depth, owner): owner is the name of the field a value belongs to (a list's items
+    # belong to the list's field), which exempts URLs and hash values from the base64 rule.
+    stack: list[tuple[Any, str, int, str]] = [(value, "", 0, "")]
+    while stack:
+        item, path, depth, owner = stack.pop()
+        if isinstance(item, dict | list) and depth >= MAX_DEPTH:
+            raise _refuse("(body)", f"the JSON is nested more than {MAX_DEPTH} levels deep", "too_deep")
+        if isinstance(item, dict):
+            children: list[tuple[Any, str, int, str]] = []
+            for k, v in item.items():
+                key = str(k)
+                if not _is_encodable(key):
+                    raise _refuse(
+                        path or "(body)",
+                        "has a field name holding a lone UTF-16 surrogate, which is not text",
+                    )
+                p = _key_path(path, key)
+                if key.lower() in MEDIA_FIELDS:
+                    raise _refuse(p, MEDIA_MESSAGE, "media_not_accepted")
+                children.append((v, p, depth + 1, key))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(reversed([(v, f"{path}[{i}]", depth + 1, owner) for i, v in enumerate(item)]))
+        elif isinstance(item, str):
+            problem = _string_problem(item, path or "(body)", owner)
+            if problem is not None:
+                raise problem
 
 
 def _type_name(hint: Any) -> str:  # noqa: PLR0911 - one sentence per type
@@ -517,7 +564,7 @@ def _check_submission_id(value: Any) -> str:
     return value
 
 
-def parse_report(  # noqa: PLR0912 - one check per top-level rule
+def parse_report(
     data: Any,
     *,
     new_submission_id: Callable[[], str] = lambda: str(uuid.uuid4()),
@@ -530,13 +577,9 @@ def parse_report(  # noqa: PLR0912 - one check per top-level rule
     not rejected later for its content. ``allow_intake_system=False`` (the public web form) refuses an
     ``intake_system`` field: only a partner's ``pipeline.ingest.client`` may say which system it is.
     """
+    scan_json(data)
     if not isinstance(data, dict):
         raise _refuse("(body)", "the report must be a JSON object")
-    if json_depth(data) > MAX_DEPTH:
-        raise _refuse("(body)", f"the JSON is nested more than {MAX_DEPTH} levels deep", "too_deep")
-    media = find_media(data)
-    if media is not None:
-        raise _refuse(media, MEDIA_MESSAGE, "media_not_accepted")
     for key in data:
         if key not in KNOWN_FIELDS:
             raise _refuse(str(key), "is not a known field")

@@ -238,7 +238,7 @@ def test_report_id_derives_from_submission_id() -> None:
             "invalid_field",
         ),
         ({"description": "x", "submission_id": "has spaces in it"}, "submission_id", "invalid_field"),
-        ({"description": "x" * (ev.MAX_DESCRIPTION + 1)}, "description", "too_long"),
+        ({"description": "x " * (ev.MAX_DESCRIPTION // 2 + 1)}, "description", "too_long"),
         ({"description": "x", "suspect": {"phones": ["12"]}}, "suspect.phones[0]", "invalid_field"),
     ],
 )
@@ -256,11 +256,19 @@ def test_bad_reports_name_the_field(report: dict[str, Any], field: str, reason: 
         ("DATA:video/mp4,AAAA", True),
         ("data:text/plain;charset=utf-8,hello", True),
         ("Data: he sent me this on Tuesday", False),
-        ("data:, nothing", False),
+        ("data:, nothing", True),
+        ("data:;base64,iVBORw0KGgo=", True),
+        ("he pasted data:,hello in the chat", True),
+        ("see https://x.example/?u=data:image/png;base64,AAAA", True),
+        ("the metadata:, was stripped", False),
+        ("A" * logic.MIN_BASE64_RUN, True),
+        ("name " + "QUJD+/=" * 200 + " end", True),
+        ("A" * (logic.MIN_BASE64_RUN - 1), False),
+        ("word " * 400, False),
     ],
 )
 def test_data_uris_are_refused_as_media_but_plain_text_is_not(text: str, refused: bool) -> None:
-    """A data: URI anywhere is an upload and refused; a description that merely starts with "data:" is not."""
+    """A data: URI anywhere in a string, or a long base64 run, is an upload and refused; prose is not."""
     if refused:
         with pytest.raises(DomainError) as info:
             logic.parse_report({"description": "x", "usernames_reported": [text]})
@@ -407,3 +415,57 @@ def test_only_an_intake_client_may_name_its_intake_system(allowed: bool, refused
         assert (info.value.field, info.value.reason) == ("intake_system", "invalid_field")
     else:
         assert logic.parse_report(report, allow_intake_system=allowed).intake_system == "partner-a"
+
+
+@pytest.mark.parametrize(
+    ("report", "field", "reason"),
+    [
+        ({"description": "x\ud800y"}, "description", "invalid_field"),
+        (
+            {"description": "x", "urls": ["http://a.example/", "http://b.example/\udc00"]},
+            "urls[1]",
+            "invalid_field",
+        ),
+        ({"description": "x", "usernames_reported": ["\ud800"]}, "usernames_reported[0]", "invalid_field"),
+        (
+            {"description": "x", "contact": {"name": "\udc00", "email": "a@b.ca"}},
+            "contact.name",
+            "invalid_field",
+        ),
+        ({"description": "x", "victim": {"\ud800": 1}}, "victim", "invalid_field"),
+        ({"\ud800": 1, "description": "x"}, "(body)", "invalid_field"),
+        ({"description": "x", "files": [{"file_name": "a\ud800"}]}, "files[0].file_name", "invalid_field"),
+        ({"description": "x", "category": "\ud800"}, "category", "invalid_field"),
+        ({"description": "x " + "QUJD" * 300}, "description", "media_not_accepted"),
+        (
+            {"description": "x", "files": [{"file_name": "A" * 1000}]},
+            "files[0].file_name",
+            "media_not_accepted",
+        ),
+        (
+            {"description": "x", "usernames_reported": ["B" * 1000]},
+            "usernames_reported[0]",
+            "media_not_accepted",
+        ),
+        (
+            {"description": "x", "suspect": {"names": ["data:,hello"]}},
+            "suspect.names[0]",
+            "media_not_accepted",
+        ),
+    ],
+)
+def test_surrogates_and_smuggled_media_are_refused_naming_the_field(
+    report: dict[str, Any], field: str, reason: str
+) -> None:
+    """A lone surrogate (in a value, or in a key: its parent is named) or media inside text is a 422."""
+    with pytest.raises(DomainError) as info:
+        logic.parse_report(report)
+    assert (info.value.field, info.value.reason) == (field, reason)
+    str(info.value).encode("utf-8")  # the message itself can be sent back
+
+
+def test_long_urls_and_hash_values_are_not_mistaken_for_base64() -> None:
+    """The base64 rule is for text: a long URL path is still a URL."""
+    url = "https://files.example.com/" + "a" * 1_200
+    parsed = logic.parse_report({"description": "x", "urls": [url]})
+    assert parsed.fields["urls"] == (url,)
