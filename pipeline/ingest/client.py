@@ -69,7 +69,8 @@ def build_event(
     ring: crypto.Keyring | None = None,
 ) -> ev.ReportSubmitted:
     """Validate a JSON report and make its event, encrypting the contact (one DB round trip if any)."""
-    parsed = logic.parse_report(data)
+    now = now_ms()
+    parsed = logic.parse_report(data, now=now)
     enc = None
     if parsed.contact is not None:
         ring = ring or crypto.keyring(settings)
@@ -78,7 +79,7 @@ def build_event(
         else:
             with db.connect(settings, autocommit=True) as own:
                 enc = crypto.encrypt_contact(own, parsed.report_id, dict(parsed.contact), ring=ring)
-    return logic.to_submitted(parsed, channel=channel, now=now_ms(), contact=enc)
+    return logic.to_submitted(parsed, channel=channel, now=now, contact=enc)
 
 
 def produce_submitted(
@@ -117,7 +118,7 @@ def submit_report(
     if isinstance(report, ev.ReportSubmitted):
         event = report
         logic.check_submitted(event)
-        logic.normalized_content(event)
+        logic.normalized_content(event, now=now_ms())
     elif isinstance(report, dict):
         event = build_event(settings, report, channel=channel)
     else:
@@ -189,15 +190,16 @@ class IntakeClient:
         if isinstance(report, ev.ReportSubmitted):
             event = report
             logic.check_submitted(event)
-            logic.normalized_content(event)
+            logic.normalized_content(event, now=now_ms())
         else:
-            parsed = logic.parse_report(report)
+            now = now_ms()
+            parsed = logic.parse_report(report, now=now)
             enc = None
             if parsed.contact is not None:
                 enc = crypto.encrypt_contact(
                     self._connection(), parsed.report_id, dict(parsed.contact), ring=self.ring
                 )
-            event = logic.to_submitted(parsed, channel=self.channel, now=now_ms(), contact=enc)
+            event = logic.to_submitted(parsed, channel=self.channel, now=now, contact=enc)
         while True:
             try:
                 produce_submitted(self.producer, self.settings, event, self._on_delivery)

@@ -233,7 +233,8 @@ def create_app(settings: Settings) -> FastAPI:
         except ValueError as exc:
             return _error(400, f"the body is not valid JSON ({exc}).", "(body)", "not_json")
         try:
-            parsed = logic.parse_report(data, allow_intake_system=False)
+            now = client.now_ms()
+            parsed = logic.parse_report(data, allow_intake_system=False, now=now)
             enc = None
             if parsed.contact is not None:
                 try:
@@ -247,7 +248,7 @@ def create_app(settings: Settings) -> FastAPI:
                         "unavailable",
                         **{"Retry-After": "5"},
                     )
-            event = logic.to_submitted(parsed, channel=ev.Channel.WEB, now=client.now_ms(), contact=enc)
+            event = logic.to_submitted(parsed, channel=ev.Channel.WEB, now=now, contact=enc)
         except DomainError as exc:
             return _error(422, str(exc), exc.field, exc.reason)
         try:

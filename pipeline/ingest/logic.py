@@ -37,7 +37,7 @@ import typing
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -60,6 +60,10 @@ MAX_DEPTH = 20
 MAX_TEXT = 1_000
 MAX_ITEMS = 500
 MAX_SUBMISSION_ID = 128
+MAX_VICTIM_AGE = 120
+"""Ages beyond this are not possible (the prioritize step refuses beyond 130; intake is stricter)."""
+MAX_AHEAD = timedelta(days=1)
+"""How far after its arrival a reported time may be (clock skew and time zones), no further."""
 
 PROVINCES = frozenset({"AB", "BC", "MB", "NB", "NL", "NS", "NT", "NU", "ON", "PE", "QC", "SK", "YT"})
 URL_SCHEMES = frozenset({"http", "https", "ftp"})
@@ -392,6 +396,23 @@ def _type_name(hint: Any) -> str:  # noqa: PLR0911 - one sentence per type
     return "an object"
 
 
+def _parse_time(value: Any, path: str) -> datetime:
+    if not isinstance(value, str):
+        raise _refuse(path, f"must be {_type_name(datetime)}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _refuse(path, f"must be {_type_name(datetime)}") from None
+    if parsed.tzinfo is None:
+        raise _refuse(path, "the time needs a timezone (e.g. 2026-01-31T20:00:00Z)")
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:00:00-05:00 is in year 10000 in UTC: no event can carry it.
+        raise _refuse(path, "the time is outside the years 1 to 9999 (UTC)") from None
+    return parsed
+
+
 def _convert(hint: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:  # noqa: PLR0911, PLR0912 - one case per JSON type
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
@@ -433,15 +454,7 @@ def _convert(hint: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any: 
             raise _refuse(path, f"is longer than {limit} characters", "too_long")
         return value
     if hint is datetime:
-        if not isinstance(value, str):
-            raise _refuse(path, f"must be {_type_name(hint)}")
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise _refuse(path, f"must be {_type_name(hint)}") from None
-        if parsed.tzinfo is None:
-            raise _refuse(path, "the time needs a timezone (e.g. 2026-01-31T20:00:00Z)")
-        return parsed
+        return _parse_time(value, path)
     if hint is date:
         if not isinstance(value, str):
             raise _refuse(path, f"must be {_type_name(hint)}")
@@ -569,6 +582,7 @@ def parse_report(
     *,
     new_submission_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     allow_intake_system: bool = True,
+    now: datetime | None = None,
 ) -> ParsedReport:
     """Validate a JSON report (already parsed): the one function every way in shares.
 
@@ -576,6 +590,8 @@ def parse_report(
     will read it (URLs, IPs, phones and e-mail addresses must normalise), so a report accepted here is
     not rejected later for its content. ``allow_intake_system=False`` (the public web form) refuses an
     ``intake_system`` field: only a partner's ``pipeline.ingest.client`` may say which system it is.
+    ``now`` (default: the clock) is when the report arrives: times more than ``MAX_AHEAD`` after it and
+    a date of birth after its day are refused.
     """
     scan_json(data)
     if not isinstance(data, dict):
@@ -608,7 +624,7 @@ def parse_report(
     intake_system = data.get("intake_system")
     if intake_system is not None:
         intake_system = _convert(str, intake_system, "intake_system", {"max_length": 200})
-    fields = _check_content(fields)
+    fields = _check_content(fields, now or datetime.now(UTC))
     return ParsedReport(
         submission_id=submission_id,
         report_id=report_id_for(submission_id),
@@ -619,7 +635,7 @@ def parse_report(
     )
 
 
-def _check_content(fields: dict[str, Any]) -> dict[str, Any]:
+def _check_content(fields: dict[str, Any], now: datetime) -> dict[str, Any]:
     """Province and country codes upper-cased and checked; URLs, IPs, phones, e-mails must normalise."""
     if "reporter_location" in fields:
         where = check_reporter_location(fields.pop("reporter_location"))
@@ -630,18 +646,15 @@ def _check_content(fields: dict[str, Any]) -> dict[str, Any]:
         loc = getattr(person, "location", None)
         if person is not None and loc is not None:
             fields[name] = dataclasses.replace(person, location=_check_location(loc, f"{name}.location"))
-    victim = fields.get("victim")
-    if victim is not None and victim.age is not None and not 0 <= victim.age <= 120:
-        raise _refuse("victim.age", "must be an age in years from 0 to 120")
     probe = ev.ReportSubmitted(
         envelope=_PROBE_ENVELOPE,
         submission_id="probe",
         channel=ev.Channel.API,
         anonymous=True,
-        submitted_at=_PROBE_ENVELOPE.occurred_at,
+        submitted_at=now,
         **fields,
     )
-    normalized_content(probe)  # raises DomainError naming the field
+    normalized_content(probe, now=now)  # raises DomainError naming the field
     return fields
 
 
@@ -766,11 +779,51 @@ def _dedupe(items: list[Any]) -> tuple[Any, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def normalized_content(event: ev.ReportSubmitted) -> Content:  # noqa: PLR0912, PLR0915 - the whole split in one readable pass
+def _age_on(born: date, day: date) -> int:
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+def check_times_and_victim(event: ev.ReportSubmitted, reference: datetime) -> None:
+    """Refuse what the later steps refuse or cannot use: a time more than ``MAX_AHEAD`` after
+    ``reference`` (when the report arrived), an impossible age, a date of birth after the day of
+    ``reference`` or more than ``MAX_VICTIM_AGE`` years before it, an age and a date of birth more than a
+    year apart (the prioritize step's ``validate`` dead-letters the first ones). Raises DomainError.
+    """
+    latest = reference + MAX_AHEAD
+    if event.incident_time is not None and event.incident_time > latest:
+        raise _refuse("incident_time", "the time is in the future")
+    if event.suspect is not None:
+        for i, ip_event in enumerate(event.suspect.ip_events):
+            if ip_event.at is not None and ip_event.at > latest:
+                raise _refuse(f"suspect.ip_events[{i}].at", "the time is in the future")
+    victim = event.victim
+    if victim is None:
+        return
+    if victim.age is not None and not 0 <= victim.age <= MAX_VICTIM_AGE:
+        raise _refuse("victim.age", f"must be an age in years from 0 to {MAX_VICTIM_AGE}")
+    born = victim.date_of_birth
+    if born is None:
+        return
+    today = reference.astimezone(UTC).date()
+    if born > today:
+        raise _refuse("victim.date_of_birth", "the date of birth is in the future")
+    years = _age_on(born, today)
+    if years > MAX_VICTIM_AGE:
+        raise _refuse("victim.date_of_birth", f"the date of birth is more than {MAX_VICTIM_AGE} years ago")
+    if victim.age is not None and abs(years - victim.age) > 1:
+        raise _refuse(
+            "victim.age", f"an age of {victim.age} does not agree with the date of birth (age {years})"
+        )
+
+
+def normalized_content(event: ev.ReportSubmitted, now: datetime | None = None) -> Content:  # noqa: PLR0912, PLR0915 - the whole split in one readable pass
     """Normalise every address of a submission and split it into one incident per technology.
 
-    Raises ``DomainError`` naming the first invalid field (``urls[1]``, ``suspect.phones[0]``...).
+    ``now`` (when ingest receives it; default: the submission time) bounds the times and the date of
+    birth, see ``check_times_and_victim``. Raises ``DomainError`` naming the first invalid field
+    (``urls[1]``, ``suspect.phones[0]``, ``victim.date_of_birth``...).
     """
+    check_times_and_victim(event, event.submitted_at if now is None else min(event.submitted_at, now))
     report_id = event.envelope.report_id
     suspect = event.suspect
     urls: dict[ev.Technology, list[ev.UrlRef]] = {}

@@ -22,7 +22,9 @@
   it from the closed topic and move the heads of its keys). Two instances that meet on a shared key
   serialise on its head row, so counts stay exact; a deadlock between them (opposite key order across
   batches) aborts one batch, which the runner retries.
-- Failure policy: content that does not normalise (a URL, IP, phone or e-mail address) is a
+- Failure policy: content that does not normalise (a URL, IP, phone or e-mail address), a time more
+  than a day ahead, an impossible victim age or a date of birth after the receipt (the rules
+  ``pipeline.prioritize.logic.validate`` would dead-letter) is a
   ``ReportRejected(reason_code="invalid_field", field=...)`` on RECEIVED; an event that is not a
   well-formed ``ReportSubmitted`` (wrong type, report id not derived from its submission id) raises
   ``DomainError`` and the runner dead-letters it with the reason; undecodable bytes likewise. Any other
@@ -91,7 +93,7 @@ def receive(event: Any, conn: Any, *, prefix: str = "CT") -> ev.ReportReceived |
     digest = _digest(event)
     report_id = event.envelope.report_id
     try:
-        content = logic.normalized_content(event)
+        content = logic.normalized_content(event, now=_now())
     except DomainError as exc:
         return _reject(event, conn, digest, reason_code="invalid_field", message=str(exc), field=exc.field)
 

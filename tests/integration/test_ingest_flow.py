@@ -304,15 +304,24 @@ def test_bad_records_on_the_topic(settings: Settings, topics: None) -> None:
         ),
         urls=("http://exa mple.com/",),
     )
+    bad_age = dataclasses.replace(
+        logic.to_submitted(
+            logic.parse_report({"description": "bad age"}),
+            channel=ev.Channel.API,
+            now=client.now_ms(),
+            contact=None,
+        ),
+        victim=ev.Victim(age=-5),
+    )
     produce_raw(settings, SUBMITTED, b"garbage", key=b"k")
-    produce(settings, SUBMITTED, [forged, bad_url, good])
+    produce(settings, SUBMITTED, [forged, bad_url, bad_age, good])
     with StageThread(spec(settings), settings):
         dead = consume(settings, DLQ, count=2, timeout=60).messages
-        out = consume(settings, RECEIVED, count=2, timeout=60).events
+        out = consume(settings, RECEIVED, count=3, timeout=60).events
     reasons = sorted(dict(m.headers() or [])["dlq.reason"].decode() for m in dead)
     assert reasons == ["bad_marker", "report_id_mismatch"]
-    rejected = next(e for e in out if isinstance(e, ev.ReportRejected))
-    assert (rejected.reason_code, rejected.field) == ("invalid_field", "urls[0]")
+    rejected = sorted((e.reason_code, e.field) for e in out if isinstance(e, ev.ReportRejected))
+    assert rejected == [("invalid_field", "urls[0]"), ("invalid_field", "victim.age")]
     assert any(
         isinstance(e, ev.ReportReceived) and e.envelope.report_id == good.envelope.report_id for e in out
     )

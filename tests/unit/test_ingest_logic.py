@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -469,3 +469,87 @@ def test_long_urls_and_hash_values_are_not_mistaken_for_base64() -> None:
     url = "https://files.example.com/" + "a" * 1_200
     parsed = logic.parse_report({"description": "x", "urls": [url]})
     assert parsed.fields["urls"] == (url,)
+
+
+@pytest.mark.parametrize(
+    ("report", "field"),
+    [
+        ({"incident_time": "9999-12-31T23:00:00-05:00"}, "incident_time"),
+        ({"incident_time": "0001-01-01T00:00:00+05:00"}, "incident_time"),
+        ({"incident_time": "2026-03-03T12:00:01Z"}, "incident_time"),
+        (
+            {"suspect": {"ip_events": [{"ip": "1.2.3.4", "at": "9999-12-31T23:00:00-05:00"}]}},
+            "suspect.ip_events[0].at",
+        ),
+        (
+            {"suspect": {"ip_events": [{"ip": "1.2.3.4", "at": "0001-01-01T00:00:00+05:00"}]}},
+            "suspect.ip_events[0].at",
+        ),
+        (
+            {"suspect": {"ip_events": [{"ip": "1.2.3.4", "at": "3000-01-01T00:00:00Z"}]}},
+            "suspect.ip_events[0].at",
+        ),
+        ({"victim": {"date_of_birth": "2099-01-01"}}, "victim.date_of_birth"),
+        ({"victim": {"date_of_birth": "2026-03-02"}}, "victim.date_of_birth"),
+        ({"victim": {"date_of_birth": "0001-01-01"}}, "victim.date_of_birth"),
+        ({"victim": {"age": -5}}, "victim.age"),
+        ({"victim": {"age": 2147483647}}, "victim.age"),
+        ({"victim": {"age": 13, "date_of_birth": "2000-01-01"}}, "victim.age"),
+    ],
+)
+def test_impossible_times_ages_and_births_are_refused(report: dict[str, Any], field: str) -> None:
+    """A time outside years 1-9999 UTC or over a day ahead, a future or impossible birth, a bad age: 422."""
+    with pytest.raises(DomainError) as info:
+        logic.parse_report({"description": "x", **report}, now=NOW)
+    assert (info.value.field, info.value.reason) == (field, "invalid_field")
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        {"incident_time": "0001-01-01T00:00:00-05:00"},
+        {"incident_time": "2026-03-02T11:59:59Z"},
+        {"suspect": {"ip_events": [{"ip": "1.2.3.4", "at": "2026-02-28T08:00:00-05:00"}]}},
+        {"victim": {"date_of_birth": "2026-03-01"}},
+        {"victim": {"age": 13, "date_of_birth": "2012-06-01"}},
+        {"victim": {"age": 14, "date_of_birth": "2012-06-01"}},
+        {"victim": {"age": 0}},
+        {"victim": {"age": 120}},
+    ],
+)
+def test_possible_times_and_births_are_accepted(report: dict[str, Any]) -> None:
+    """Times within a day of arrival, a birth today or earlier, an age agreeing within a year: accepted."""
+    assert logic.parse_report({"description": "x", **report}, now=NOW).fields
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"victim": ev.Victim(age=-5)}, "victim.age"),
+        ({"victim": ev.Victim(age=2147483647)}, "victim.age"),
+        ({"victim": ev.Victim(date_of_birth=date(2099, 1, 1))}, "victim.date_of_birth"),
+        ({"victim": ev.Victim(date_of_birth=date(2026, 3, 2))}, "victim.date_of_birth"),
+        ({"victim": ev.Victim(age=5, date_of_birth=date(2001, 1, 1))}, "victim.age"),
+        ({"incident_time": NOW + timedelta(days=2)}, "incident_time"),
+        (
+            {"suspect": ev.Suspect(ip_events=(ev.IpEvent(ip="1.2.3.4", at=NOW + timedelta(days=400)),))},
+            "suspect.ip_events[0].at",
+        ),
+    ],
+)
+def test_events_from_other_producers_get_the_same_limits(change: dict[str, Any], field: str) -> None:
+    """On the topic path ingest refuses what prioritize would dead-letter (it becomes ReportRejected)."""
+    event = dataclasses.replace(submitted(), **change)
+    with pytest.raises(DomainError) as info:
+        logic.normalized_content(event, now=NOW + timedelta(hours=1))
+    assert (info.value.field, info.value.reason) == (field, "invalid_field")
+
+
+def test_a_birth_after_the_receipt_is_refused_even_when_the_submission_claims_later() -> None:
+    """The earlier of submission time and receipt bounds the date of birth."""
+    event = dataclasses.replace(
+        submitted(), submitted_at=NOW + timedelta(days=30), victim=ev.Victim(date_of_birth=date(2026, 3, 10))
+    )
+    with pytest.raises(DomainError) as info:
+        logic.normalized_content(event, now=NOW)
+    assert info.value.field == "victim.date_of_birth"
