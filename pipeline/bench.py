@@ -124,10 +124,34 @@ def _priority_figure(settings: Settings, console: Console) -> dict[str, Any]:
 
 
 def _rebuild_figure(settings: Settings, console: Console) -> dict[str, Any]:
-    from projections.bench import measure_rebuild
+    """Rebuild the read model from the run's own topics, beside a raw consume of the same topics."""
+    from pipeline import db
+    from pipeline.topics import EVENT_TOPICS
+    from projections.rebuild import drop_schema, rebuild
 
     console.print("Projection rebuild ...")
-    return dict(measure_rebuild(settings))
+    topics = [name(t, settings.topic_suffix) for t in EVENT_TOPICS]
+    cons = kafka.consumer(settings, f"bench.rawread.{uuid.uuid4().hex}")
+    cons.subscribe(topics)
+    got, idle_since, t0 = 0, time.monotonic(), time.perf_counter()
+    last = t0
+    while time.monotonic() - idle_since < 3.0:
+        batch = cons.consume(5000, 0.5)
+        if batch:
+            got += sum(1 for m in batch if m.error() is None)
+            idle_since = time.monotonic()
+            last = time.perf_counter()
+    cons.close()
+    raw_rate = got / (last - t0) if last > t0 else 0.0
+    built = rebuild(settings, swap_in=False)
+    with db.connect(settings, autocommit=True) as conn:
+        drop_schema(conn, built.schema)
+    return {
+        "events": float(built.events),
+        "rebuild_events_per_s": built.events_per_second,
+        "raw_consume_events_per_s": raw_rate,
+        "ratio_to_raw_consume": built.events_per_second / raw_rate if raw_rate else 0.0,
+    }
 
 
 def _fmt(v: Any) -> str:
@@ -154,5 +178,5 @@ def _print(fig: dict[str, Any], console: Console) -> None:
     for k, v in fig.get("priority", {}).items():
         t.add_row(f"priority: {k}", _fmt(v), "< 500 ms p99" if "p99" in k and "lane" in k else "")
     for k, v in fig.get("rebuild", {}).items():
-        t.add_row(f"rebuild: {k}", _fmt(v), f">= {TARGET_REBUILD:,.0f}" if "events_per_s" in k else "")
+        t.add_row(f"rebuild: {k}", _fmt(v), f">= {TARGET_REBUILD:,.0f}" if k == "rebuild_events_per_s" else "")
     console.print(t)
