@@ -17,7 +17,8 @@ from pipeline import events as ev
 from pipeline import topics
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
-DOMAIN = Path("/work/shared/domain")
+# shared/ sits beside the checkout (as it does beside CI's clone).
+DOMAIN = Path(__file__).resolve().parents[3] / "shared" / "domain"
 
 
 def _all_dataclasses() -> set[type]:

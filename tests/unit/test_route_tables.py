@@ -18,7 +18,8 @@ from pipeline.route.templates import MESSAGES_FILE, check_templates, load_templa
 from pipeline.settings import Settings
 from tests.unit.route_builders import NOW, assessed
 
-SHARED = Path("/work/shared/domain")
+# shared/ sits beside the checkout (as it does beside CI's clone).
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "domain"
 
 
 def _demo_rows() -> list[dict[str, str]]:
