@@ -178,5 +178,7 @@ def _print(fig: dict[str, Any], console: Console) -> None:
     for k, v in fig.get("priority", {}).items():
         t.add_row(f"priority: {k}", _fmt(v), "< 500 ms p99" if "p99" in k and "lane" in k else "")
     for k, v in fig.get("rebuild", {}).items():
-        t.add_row(f"rebuild: {k}", _fmt(v), f">= {TARGET_REBUILD:,.0f}" if k == "rebuild_events_per_s" else "")
+        t.add_row(
+            f"rebuild: {k}", _fmt(v), f">= {TARGET_REBUILD:,.0f}" if k == "rebuild_events_per_s" else ""
+        )
     console.print(t)

@@ -53,7 +53,8 @@ def _mount_step_commands() -> None:
 
 _mount_step_commands()
 
-console = Console(stderr=False)
+# Piped or captured output is not cut at 80 columns (tables, help, the commands the demo suggests).
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
 # soft_wrap: one sentence stays one line when the output is not a terminal (CI logs, pipes).
 err_console = Console(stderr=True, soft_wrap=True)
 

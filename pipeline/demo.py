@@ -253,10 +253,17 @@ def _print_result(result: RunResult, console: Console) -> None:
             else "[red]The read model differs from a rebuild from the log.[/]"
         )
     print_statistics(result.stats, console)
+    example = min(result.tally_closed) if result.tally_closed else "REPORT_ID"
     console.print(
-        f"Inspect this run: TIPLINE_TOPIC_SUFFIX={result.settings.topic_suffix} .venv/bin/tipline stats "
-        f"(or audit history REPORT_ID); process logs in {result.log_dir}."
+        f"Inspect this run: TIPLINE_TOPIC_SUFFIX={result.settings.topic_suffix} .venv/bin/tipline stats",
+        highlight=False,
     )
+    console.print(
+        f"  one report's history: TIPLINE_TOPIC_SUFFIX={result.settings.topic_suffix} "
+        f".venv/bin/tipline audit history {example}",
+        highlight=False,
+    )
+    console.print(f"  process logs: {result.log_dir}", highlight=False)
 
 
 def summary(values: list[float]) -> dict[str, Any]:

@@ -123,7 +123,7 @@ class Settings:
             database_external=bool(database_url),
             pg_port=pg_port,
             http_port=_port(env, "TIPLINE_HTTP_PORT", DEFAULT_HTTP_PORT),
-            topic_suffix=env.get("TIPLINE_TOPIC_SUFFIX", ""),
+            topic_suffix=_suffix(env.get("TIPLINE_TOPIC_SUFFIX", "")),
             partitions=partitions,
             log_format=log_format,
             route_tables=Path(env["TIPLINE_ROUTE_TABLES"]).expanduser()
@@ -160,6 +160,12 @@ def _choice(env: Mapping[str, str], var: str, allowed: tuple[str, ...], default:
     if value not in allowed:
         raise ConfigError(f"{var}={value!r}: use one of {', '.join(allowed)}.")
     return value
+
+
+def _suffix(raw: str) -> str:
+    """A run suffix always starts with a dot: ``run1`` and ``.run1`` name the same environment."""
+    raw = raw.strip()
+    return raw if not raw or raw.startswith(".") else "." + raw
 
 
 def _partitions(raw: str) -> int:

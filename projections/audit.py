@@ -192,7 +192,10 @@ def history(settings: Settings, report_id: str, *, timeout: float = 120.0) -> Hi
                 occurred_at=env.occurred_at,
                 event_type=env.event_type,
                 event_id=env.event_id,
-                actor=f"{env.actor.kind}:{env.actor.id}",
+                # Actor ids usually carry their kind already ("analyst:jdoe"); do not say it twice.
+                actor=env.actor.id
+                if env.actor.id.startswith(f"{env.actor.kind}:")
+                else f"{env.actor.kind}:{env.actor.id}",
                 producer=env.producer,
                 topic=m.topic() or "",
                 partition=m.partition() or 0,

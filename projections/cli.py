@@ -197,7 +197,12 @@ def queue_cmd(
 
 @audit_app.command("history")
 def history_cmd(
-    report_id: Annotated[str, typer.Argument(metavar="REPORT", help="The report id, e.g. CT-2026-000123.")],
+    report_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="REPORT", help="The report id (a UUID: the key of every event of the report)."
+        ),
+    ],
     timeout: Annotated[float, typer.Option(help="Give up scanning the log after this many seconds.")] = 120.0,
 ) -> None:
     """Every event of one report, in order, from the log (scanned from the beginning, with a deadline)."""
@@ -205,7 +210,10 @@ def history_cmd(
 
     h = history(bootstrap.settings(), report_id, timeout=timeout)
     if not h.entries:
-        console.print(f"No event of report {escape(report_id)} in {h.scan.records} record(s) scanned.")
+        raise TiplineError(
+            f"No event of report {report_id} in {h.scan.records} record(s) scanned; give the report id "
+            "(the UUID that keys its events: a report number such as CT-2026-000123 is not one)."
+        )
     t = Table(title=f"History of {escape(report_id)}")
     t.add_column("time (UTC)", no_wrap=True)
     for col in ("event", "actor", "summary"):
