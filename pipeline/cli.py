@@ -11,10 +11,10 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from pipeline import bootstrap
+from pipeline.console import console, err_console
 from pipeline.errors import TiplineError
 
 app = typer.Typer(
@@ -52,11 +52,6 @@ def _mount_step_commands() -> None:
 
 
 _mount_step_commands()
-
-# Piped or captured output is not cut at 80 columns (tables, help, the commands the demo suggests).
-console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
-# soft_wrap: one sentence stays one line when the output is not a terminal (CI logs, pipes).
-err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _print_status(rows: list[bootstrap.ServiceStatus]) -> None:

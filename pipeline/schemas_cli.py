@@ -9,16 +9,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from pipeline import asyncapi, schema_registry
+from pipeline.console import console, err_console
 from pipeline.errors import TiplineError
 
 schemas_app = typer.Typer(
     help="The event contract: Avro schemas in schemas/ and the AsyncAPI document.", no_args_is_help=True
 )
-_out = Console(stderr=False)
-_err = Console(stderr=True)
+_out = console
+_err = err_console
 
 
 def _fail(problems: list[str], what: str) -> None:

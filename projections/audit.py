@@ -13,6 +13,7 @@ whose ``occurred_at`` is at or before ``until``: the state and the statistics as
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -70,6 +71,11 @@ class Replay:
     scan: Scan = field(default_factory=Scan)
 
 
+def _code(text: str) -> str:
+    """A reason code or field name as a code: anything else a producer put there is masked."""
+    return re.sub(r"[^A-Za-z0-9_.\[\]-]", "?", text)[:120]
+
+
 def _hosts(urls: tuple[str, ...]) -> str:
     hosts = sorted({u.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0] for u in urls})
     return ", ".join(hosts) if hosts else "none"
@@ -85,7 +91,15 @@ def _body(b: ev.ReportBody) -> str:
     )
 
 
-def summarize(event: ev.Event) -> str:  # noqa: PLR0911 - one return per event type
+def summarize(event: ev.Event) -> str:
+    """One line about an event for auditors; any URL-like text a producer put in a field is masked."""
+    return _URLISH.sub("[url]", _summarize(event))
+
+
+_URLISH = re.compile(r"\S*://\S*")
+
+
+def _summarize(event: ev.Event) -> str:  # noqa: PLR0911 - one return per event type
     """One line about an event, safe to show an auditor: no contact, no description, no full URL."""
     match event:
         case ev.ReportSubmitted():
@@ -99,9 +113,8 @@ def summarize(event: ev.Event) -> str:  # noqa: PLR0911 - one return per event t
             return "received: " + _body(event.body)
         case ev.ReportRejected():
             dup = f", duplicate of {event.duplicate_of}" if event.duplicate_of else ""
-            return (
-                f"rejected: {event.reason_code}{' (field ' + event.field + ')' if event.field else ''}{dup}"
-            )
+            field = f" (field {_code(event.field)})" if event.field else ""
+            return f"rejected: {_code(event.reason_code)}{field}{dup}"
         case ev.ReportPrioritized():
             sup = f", supersedes {event.supersedes}" if event.supersedes else ""
             return (

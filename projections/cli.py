@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline import bootstrap
+from pipeline.console import console
 from pipeline.errors import TiplineError
 from projections.view import Statistics
 
@@ -20,8 +21,6 @@ projections_app = typer.Typer(
 )
 audit_app = typer.Typer(help="Auditors' views decoded from the event log itself.", no_args_is_help=True)
 stats_app = typer.Typer(help="The published figures beside the measured ones.", invoke_without_command=True)
-
-console = Console()
 
 
 class BadTime(TiplineError):

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from pipeline import bootstrap
 from pipeline.assess import logic, queue
+from pipeline.console import console
 from pipeline.db import connect
 from pipeline.errors import ConfigError
 from pipeline.events import Determination, Incident, IncidentClassification, ReportBody
@@ -30,7 +31,6 @@ app = typer.Typer(
     help="Step 6: the analysts' queue. Claim the next report, read it, record a determination.",
     no_args_is_help=True,
 )
-console = Console()
 
 AnalystOpt = Annotated[str | None, typer.Option("--analyst", help="Your analyst identity (e.g. jdoe).")]
 AuditorOpt = Annotated[

@@ -9,17 +9,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from pipeline import bootstrap
 from pipeline.classify.history import OverrideRefused, read_classifications, record_override
 from pipeline.classify.rules import tables_from_settings
+from pipeline.console import console
 from pipeline.events import ActorKind, ReportClassified
 
 app = typer.Typer(
     help="Step 5: Criminal Code classification (analyst overrides, history).", no_args_is_help=True
 )
-console = Console()
 
 ROLES = (ActorKind.ANALYST.value, ActorKind.AUDITOR.value)
 

@@ -6,9 +6,9 @@ import uuid
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from pipeline import events as ev
+from pipeline.console import console
 from pipeline.errors import DomainError
 
 intake_app = typer.Typer(
@@ -17,7 +17,6 @@ intake_app = typer.Typer(
 privacy_app = typer.Typer(
     help="Reporters' privacy: erase contact details (crypto-shredding).", no_args_is_help=True
 )
-console = Console()
 
 
 def mount(app: typer.Typer) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from pipeline.console import console
 from pipeline.prioritize.rules import LEVELS, RULES
 
 app = typer.Typer(help="Step 4: prioritization (the rule table).", no_args_is_help=True)
-console = Console()
 
 
 @app.callback()

@@ -6,16 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from pipeline import bootstrap
+from pipeline.console import console
 from pipeline.route.resolve import Resolver, SocketResolver, demo_resolver, locate
 from pipeline.route.tables import Tables, load_tables
 from pipeline.route.templates import check_templates
 
 app = typer.Typer(help="Step 7: routing tables and jurisdiction of hosts.", no_args_is_help=True)
-console = Console()
 
 TablesOption = Annotated[
     Path | None,

