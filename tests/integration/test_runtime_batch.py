@@ -1,0 +1,117 @@
+"""The runner's batch hook on the real broker: runs of records through ``handle_batch``, refusals
+dead-lettered one by one, a failing run handled again record by record, lane runs of 25 at most."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from pipeline import events as ev
+from pipeline import serde
+from pipeline.errors import DomainError
+from pipeline.runtime import PREEMPT_CHECK_EVERY, Context, Item, Output, StageSpec
+from pipeline.settings import Settings
+from pipeline.topics import PRIORITIZED, RECEIVED, dead_letter
+from tests.integration.harness import StageThread, consume, produce, wait_for
+from tests.integration.test_prioritize_lanes import _encoded
+
+DLQ = dead_letter("prioritize")
+
+
+def _events(count: int, prefix: str) -> list[ev.ReportPrioritized]:
+    template = serde.decode(_encoded(4))
+    assert isinstance(template, ev.ReportPrioritized)
+    return [
+        dataclasses.replace(
+            template,
+            arrival_seq=i,
+            envelope=dataclasses.replace(
+                template.envelope, event_id=f"{prefix}-{i}", report_id=f"{prefix}{i}"
+            ),
+        )
+        for i in range(count)
+    ]
+
+
+class Echo:
+    """Re-emits each record on RECEIVED's topic (as its own event), refuses report ids ending in 7,
+    and fails a whole run (not a record) when a report id ending in 3 is in it, if ``poison`` is set."""
+
+    def __init__(self, *, poison: bool = False) -> None:
+        self.poison = poison
+        self.runs: list[int] = []
+        self.single: list[str] = []
+        self.lock = threading.Lock()
+
+    def one(self, event: Any, _ctx: Context) -> Sequence[Output]:
+        with self.lock:
+            self.single.append(event.envelope.report_id)
+        if event.envelope.report_id.endswith("7"):
+            raise DomainError("refused by the test's rule", reason="test_refusal", field="envelope.report_id")
+        return [Output(RECEIVED, event)]
+
+    def many(self, items: Sequence[Item], ctx: Context) -> list[Sequence[Output] | DomainError]:
+        with self.lock:
+            self.runs.append(len(items))
+        if self.poison and any(i.event.envelope.report_id.endswith("3") for i in items):
+            raise RuntimeError("the whole run fails")
+        out: list[Sequence[Output] | DomainError] = []
+        for item in items:
+            assert item.source.count(":") == 2
+            try:
+                out.append(self.one(item.event, ctx))
+            except DomainError as exc:
+                out.append(exc)
+        return out
+
+
+@pytest.fixture
+def topics(make_topics: Callable[..., list[str]]) -> None:
+    make_topics(*PRIORITIZED, RECEIVED, DLQ)
+
+
+def _spec(echo: Echo, *, lanes: bool = False) -> StageSpec:
+    return StageSpec(
+        name="prioritize", inputs=PRIORITIZED, handle=echo.one, handle_batch=echo.many, lanes=lanes
+    )
+
+
+def test_runs_go_through_handle_batch_and_refusals_are_dead_lettered_alone(
+    settings: Settings, topics: None
+) -> None:
+    events = _events(300, "b")
+    produce(settings, PRIORITIZED[3], events)
+    echo = Echo()
+    with StageThread(_spec(echo), settings):
+        out = consume(settings, RECEIVED, count=270, timeout=60, settle=1.0)
+        dlq = consume(settings, DLQ, count=30, timeout=30, settle=0.5)
+    ids = sorted(e.envelope.report_id for e in out.events)
+    assert ids == sorted(e.envelope.report_id for e in events if not e.envelope.report_id.endswith("7"))
+    assert len(dlq.messages) == 30
+    assert {dict(m.headers() or [])["dlq.reason"] for m in dlq.messages} == {b"test_refusal"}
+    assert max(echo.runs) > 1, "every record came alone: the batch hook was not used"
+    assert echo.single == [] or len(echo.single) == sum(echo.runs)  # only through many() here
+
+
+def test_a_failing_run_is_handled_again_record_by_record(settings: Settings, topics: None) -> None:
+    events = _events(40, "p")
+    produce(settings, PRIORITIZED[3], events)
+    echo = Echo(poison=True)
+    with StageThread(_spec(echo), settings) as stage:
+        out = consume(settings, RECEIVED, count=36, timeout=60, settle=1.0)
+        wait_for(lambda: stage.runner.processed == 40, timeout=30, what="the whole batch committed")
+    ids = [e.envelope.report_id for e in out.events]
+    assert len(ids) == len(set(ids)) == 36, "each record exactly once after the fallback"
+    assert len(echo.single) >= 40, "the records were handled one by one after the run failed"
+
+
+def test_lane_runs_hold_at_most_the_preemption_step(settings: Settings, topics: None) -> None:
+    produce(settings, PRIORITIZED[3], _events(200, "l"))
+    echo = Echo()
+    with StageThread(_spec(echo, lanes=True), settings):
+        consume(settings, RECEIVED, count=180, timeout=60)
+    assert max(echo.runs) <= PREEMPT_CHECK_EVERY
