@@ -5,6 +5,7 @@ CLI commands, stage processes, the demo and the tests all start from these funct
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 
 from pipeline import kafka, services
@@ -18,7 +19,7 @@ from pipeline.topics import ALL_TOPICS, TopicSpec
 def settings() -> Settings:
     """The process's settings, read from the environment exactly once; logging configured with them."""
     s = Settings.from_env()
-    configure(s.log_format)
+    configure(s.log_format, getattr(logging, s.log_level.upper()))
     return s
 
 

@@ -64,6 +64,9 @@ class Settings:
     """Appended to every topic and consumer-group name; tests use it to keep runs apart."""
     partitions: int = 3
     log_format: str = "console"
+    log_level: str = "info"
+    """TIPLINE_LOG_LEVEL: ``debug`` adds a line per report and step (ids, levels, verdicts; never contact
+    details or descriptions); ``info`` (default) logs what each process starts, stops, refuses and fails."""
     extra: Mapping[str, str] = field(default_factory=dict)
     route_tables: Path | None = None
     resolver: str = "dns"
@@ -126,6 +129,7 @@ class Settings:
             topic_suffix=_suffix(env.get("TIPLINE_TOPIC_SUFFIX", "")),
             partitions=partitions,
             log_format=log_format,
+            log_level=_choice(env, "TIPLINE_LOG_LEVEL", ("debug", "info", "warning"), "info"),
             route_tables=Path(env["TIPLINE_ROUTE_TABLES"]).expanduser()
             if env.get("TIPLINE_ROUTE_TABLES")
             else None,

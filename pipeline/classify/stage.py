@@ -36,14 +36,14 @@ log = get_logger(stage=STAGE)
 
 
 def make_handler(tables: Tables) -> Handler:
-    """The runner's handler: the pure rules, plus the lane of the output and one log line."""
+    """The runner's handler: the pure rules, plus the lane of the output and one debug log line (TIPLINE_LOG_LEVEL=debug)."""
 
     def handle(event: object, ctx: Context) -> Sequence[Output]:
         del ctx  # the step keeps no state
         outputs: list[Output] = []
         for classified in decide(event, tables, datetime.now(UTC)):
             outputs.append(Output(CLASSIFIED[classified.level - 1], classified))
-            log.info(
+            log.debug(
                 "report_classified",
                 report_id=classified.envelope.report_id,
                 event_id=classified.envelope.event_id,
