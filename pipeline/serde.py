@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import io
+import json
+import threading
 import types
 import typing
 from dataclasses import dataclass
@@ -150,6 +152,10 @@ class _Codegen:
             setter = self.sym(cls.__dict__[f.name].__set__, f"set_{cls.__name__}_{f.name}")
             dec_lines.append(f"    {setter}(o, {self.dec(hint, f'd[{f.name!r}]', f.name, meta)})")
         self.src.append(f"def _enc_{cls.__name__}(o):\n    return {{\n" + "\n".join(enc_lines) + "\n    }\n")
+        if cls in EVENT_TYPES.values() and "body" in hints:
+            # The same without the body: for writing an event around a body's stored bytes.
+            rest = [line for line in enc_lines if not line.lstrip().startswith("'body':")]
+            self.src.append(f"def _encnb_{cls.__name__}(o):\n    return {{\n" + "\n".join(rest) + "\n    }\n")
         self.src.append(
             f"def _dec_{cls.__name__}(d):\n    o = _new({cls_sym})\n"
             + "\n".join(dec_lines)
@@ -332,6 +338,24 @@ class _Codec:
     current: schema_registry.SchemaFile
     parsed: Any
     """The current schema, logical types stripped, parsed for fastavro."""
+    split: _Split | None = None
+    """For an event carrying a report body: its current schema cut around the body (see ``_Split``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Split:
+    """An event's current schema as three consecutive parts: the fields before ``body``, the body, the
+    fields after it (Avro writes a record's fields one after another, so the three parts read and write
+    exactly the bytes of the whole). Lets a stage's output carry the body's bytes as they were read
+    instead of converting and writing the body again (``_BodyBytes``)."""
+
+    head: Any
+    body: Any
+    tail: Any
+    body_key: str
+    """The body's schema with every named type written out in full: two events share body bytes only
+    when their keys are equal."""
+    encode_rest: Any
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -364,6 +388,7 @@ def _table() -> _Table:
             decode=ns[f"_dec_{name}"],
             current=current[name],
             parsed=_parse(current[name].raw),
+            split=_split(current[name].raw, ns.get(f"_encnb_{name}")),
         )
     by_fp: dict[bytes, tuple[_Codec, Any]] = {}
     for f in files:
@@ -374,6 +399,127 @@ def _table() -> _Table:
 
 def _parse(raw: dict[str, Any]) -> Any:
     return fastavro.parse_schema(_strip_logical(raw), named_schemas={})
+
+
+def _split(raw: dict[str, Any], encode_rest: Any) -> _Split | None:
+    fields = raw["fields"]
+    at = next((i for i, f in enumerate(fields) if f["name"] == "body"), None)
+    if at is None or encode_rest is None:
+        return None
+    named: dict[str, Any] = {}
+    parts = []
+    for label, chunk in (("Head", fields[:at]), ("Body", None), ("Tail", fields[at + 1 :])):
+        if chunk is None:
+            schema: Any = _strip_logical(fields[at]["type"])
+        else:
+            schema = {
+                "type": "record",
+                "name": f"tipline.serde.{raw['name']}{label}",
+                "fields": _strip_logical(chunk),
+            }
+        # One shared table of names, in field order: a type defined in the head is known to the body.
+        parts.append(fastavro.parse_schema(schema, named_schemas=named))
+    return _Split(
+        head=parts[0],
+        body=parts[1],
+        tail=parts[2],
+        body_key=json.dumps(_expand(fields[at]["type"], _names(raw)), sort_keys=True),
+        encode_rest=encode_rest,
+    )
+
+
+def _names(schema: Any, found: dict[str, Any] | None = None, namespace: str = "") -> dict[str, Any]:
+    """Every named type defined in ``schema``, by full name."""
+    found = {} if found is None else found
+    if isinstance(schema, list):
+        for s in schema:
+            _names(s, found, namespace)
+    elif isinstance(schema, dict):
+        if schema.get("type") in ("record", "enum", "fixed") and "name" in schema:
+            full, namespace = _full_name(schema, namespace)
+            found[full] = schema
+        for key in ("fields", "items", "values"):
+            if key in schema:
+                _names(schema[key], found, namespace)
+        if "type" in schema and not isinstance(schema["type"], str):
+            _names(schema["type"], found, namespace)
+    return found
+
+
+def _full_name(schema: dict[str, Any], namespace: str) -> tuple[str, str]:
+    name = schema["name"]
+    if "." in name:
+        return name, name.rsplit(".", 1)[0]
+    ns = schema.get("namespace", namespace)
+    return (f"{ns}.{name}" if ns else name), ns
+
+
+def _expand(schema: Any, names: dict[str, Any], namespace: str = "") -> Any:
+    """``schema`` with every reference to a named type replaced by its definition, docs left out."""
+    if isinstance(schema, str):
+        full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
+        target = names.get(full) or names.get(schema)
+        return _expand(target, names, namespace) if target is not None else schema
+    if isinstance(schema, list):
+        return [_expand(s, names, namespace) for s in schema]
+    if isinstance(schema, dict):
+        if schema.get("type") in ("record", "enum", "fixed") and "name" in schema:
+            full, namespace = _full_name(schema, namespace)
+            out: dict[str, Any] = {"type": schema["type"], "name": full}
+            if schema["type"] == "record":
+                out["fields"] = [
+                    {"name": f["name"], "type": _expand(f["type"], names, namespace)}
+                    for f in schema["fields"]
+                ]
+            elif schema["type"] == "enum":
+                out["symbols"] = schema["symbols"]
+            else:
+                out["size"] = schema["size"]
+            return out
+        return {
+            k: _expand(v, names, namespace) if k in ("type", "items", "values") else v
+            for k, v in schema.items()
+            if k not in ("doc", "default", "aliases")
+        }
+    return schema
+
+
+class _BodyBytes:
+    """The bytes each recently decoded report body was read from, by body object.
+
+    A stage decodes an event, and its rules usually hand the same (immutable) ``ReportBody`` object on
+    to the event they emit: encoding that event then writes the stored bytes instead of converting and
+    writing the body again (about 60% of the cost of encoding a typical ReportClassified). Only bodies
+    read with the current schema are kept, only reused under an identical body schema (``body_key``), and
+    only for the very object that was decoded (a changed body is a new object, encoded in full). The
+    table holds the objects it names, so an id is never reused while its entry lives; it keeps the
+    most recent ``LIMIT`` bodies.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[Any, str, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, body: Any, key: str, raw: bytes) -> None:
+        with self._lock:
+            self._by_id[id(body)] = (body, key, raw)
+            if len(self._by_id) > self.LIMIT:
+                del self._by_id[next(iter(self._by_id))]
+
+    def get(self, body: Any, key: str) -> bytes | None:
+        found = self._by_id.get(id(body))
+        if found is None or found[0] is not body or found[1] != key:
+            return None
+        return found[2]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_id.clear()
+
+
+_BODIES = _BodyBytes()
 
 
 def fingerprint_of(event_type: type[Event] | str) -> bytes:
@@ -396,12 +542,20 @@ def encode(event: Event) -> bytes:
             reason="wrong_type",
             field="envelope.event_type",
         )
+    split = codec.split
+    raw_body = _BODIES.get(getattr(event, "body", None), split.body_key) if split is not None else None
     try:
-        record = codec.encode(event)
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(codec.current.fingerprint)
-        fastavro.schemaless_writer(buf, codec.parsed, record)
+        if split is not None and raw_body is not None:
+            rest = split.encode_rest(event)
+            fastavro.schemaless_writer(buf, split.head, rest)
+            buf.write(raw_body)
+            fastavro.schemaless_writer(buf, split.tail, rest)
+        else:
+            record = codec.encode(event)
+            fastavro.schemaless_writer(buf, codec.parsed, record)
     except (SerdeError, TypeError, ValueError, AttributeError, OverflowError, KeyError) as exc:
         found = _diagnose(codec.cls, event, "", {}, True)
         if isinstance(exc, SerdeError):
@@ -449,8 +603,16 @@ def decode(data: bytes) -> Event:
     codec, writer = _lookup(data)
     buf = io.BytesIO(data)
     buf.seek(HEADER_LEN)
+    split = codec.split if writer is None else None
+    body_span: tuple[int, int] | None = None
     try:
-        if writer is None:
+        if split is not None:
+            record: Any = fastavro.schemaless_reader(buf, split.head, None)
+            start = buf.tell()
+            record["body"] = fastavro.schemaless_reader(buf, split.body, None)
+            body_span = (start, buf.tell())
+            record.update(fastavro.schemaless_reader(buf, split.tail, None))
+        elif writer is None:
             record = fastavro.schemaless_reader(buf, codec.parsed, None)
         else:
             record = fastavro.schemaless_reader(buf, writer, codec.parsed)
@@ -476,6 +638,8 @@ def decode(data: bytes) -> Event:
         raise SerdeError(
             f"the {codec.event_name} record holds a value out of range ({exc}).", reason="out_of_range"
         ) from exc
+    if split is not None and body_span is not None:
+        _BODIES.put(getattr(event, "body", None), split.body_key, bytes(data[body_span[0] : body_span[1]]))
     return event
 
 
