@@ -52,6 +52,13 @@ Time: hosts are resolved in parallel within one 1.5 s budget per report (``Socke
 does not answer in time goes to the NCECC like one that does not resolve. Batches hold at most 16
 records so that even a batch of slow reports commits within the Kafka transaction timeout.
 
+Logs: each report's referrals, follow-up and close are logged at debug: the events are the record, on
+their topics and in the read model, and at info these lines took about a tenth of the stage's time
+(py-spy on ``scripts/bench_route.py --stage``). At info: a replay re-emitting stored events
+(``route_replayed``), a second copy ignored (``route_copy_ignored``) and a superseding assessment finding
+keys already taken (``route_already_done``): rare, and what an operator checks when asking whether a
+report went out twice.
+
 Failure policy: a record that is not a ``ReportAssessed`` raises ``DomainError``; the runner dead-letters
 it to ``tipline.deadletter.route.v1`` with the reason in the headers. Content that cannot be placed (an
 unparseable URL, a host that does not resolve, an address in no country, a province code that does not
@@ -355,6 +362,7 @@ def _apply(
 
 # -- logs ----------------------------------------------------------------------------------------------------
 def _log_replay(assessed: ReportAssessed, replay: list[RouteEvent]) -> None:
+    # Rare (a crash before a commit, a record held twice): operators see them at info.
     if replay:
         log.info("route_replayed", report_id=assessed.envelope.report_id, events=len(replay))
     else:
@@ -364,11 +372,13 @@ def _log_replay(assessed: ReportAssessed, replay: list[RouteEvent]) -> None:
 
 
 def _log(assessed: ReportAssessed, emitted: list[RouteEvent], skipped: list[str]) -> None:
+    """Every report's outcome at debug (the events themselves are the record, on their topics and in the
+    read model); a superseding assessment finding keys already taken at info."""
     report_id = assessed.envelope.report_id
     for event in emitted:
         match event:
             case ReportReferred() as referred:
-                log.info(
+                log.debug(
                     "report_referred",
                     report_id=report_id,
                     event_id=referred.envelope.event_id,
@@ -378,14 +388,14 @@ def _log(assessed: ReportAssessed, emitted: list[RouteEvent], skipped: list[str]
                     urls=len(referred.urls),
                 )
             case FollowUpRequested() as follow_up:
-                log.info(
+                log.debug(
                     "follow_up_requested",
                     report_id=report_id,
                     kind=follow_up.kind.value,
                     template=follow_up.message_template,
                 )
             case ReportClosed() as closed:
-                log.info("report_closed", report_id=report_id, outcome=closed.outcome.value)
+                log.debug("report_closed", report_id=report_id, outcome=closed.outcome.value)
             case _:
                 raise TypeError(f"not a route event: {type(event).__name__}")
     if skipped:

@@ -5,6 +5,7 @@ superseding and refused inputs; a race with a fenced predecessor handed back to 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import threading
 import uuid
@@ -13,6 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
+import structlog
+import structlog.testing
 from psycopg import sql
 
 from pipeline import db, serde
@@ -367,6 +370,42 @@ def _waiting_on_lock(settings: Settings) -> bool:
             ('INSERT INTO "route_emitted"%SELECT%',),
         ).fetchone()
     return bool(row and row[0])
+
+
+# -- logs ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def debug_logging() -> Iterator[None]:
+    """Lines at every level reach capture_logs, whatever level an earlier test configured."""
+    old = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    structlog.configure(wrapper_class=old)
+
+
+@pytest.mark.usefixtures("debug_logging")
+def test_per_report_lines_are_debug_and_name_no_url_host_or_contact(settings: Settings) -> None:
+    """The batch path logs each referral, follow-up and close at debug, a copy ignored and keys already
+    taken at info, and never a URL, a host name or the encrypted contact."""
+    spec = _spec(settings)
+    referred = assessed(urls=(HOSTS[0], HOSTS[1], HOSTS[3]), suspect=ev.Location(province="ON"))
+    followed = assessed(determination=ev.Determination.INFORMATIONAL, contact=CONTACT, anonymous=False)
+    revised = dataclasses.replace(
+        referred, envelope=dataclasses.replace(referred.envelope, event_id=str(uuid.uuid4()))
+    )
+    run = [Item(referred, "t:0:1"), Item(followed, "t:0:2"), Item(referred, "t:0:3"), Item(revised, "t:0:4")]
+    with structlog.testing.capture_logs() as logs, db.connect(settings) as conn:
+        _batched(spec, conn, settings, run)
+    levels = {(entry["event"], entry["log_level"]) for entry in logs}
+    assert levels == {
+        ("report_referred", "debug"),
+        ("report_closed", "debug"),
+        ("follow_up_requested", "debug"),
+        ("route_copy_ignored", "info"),
+        ("route_already_done", "info"),
+    }
+    text = repr(logs)
+    for secret in ("ca-host", "nl-host", "ru-host", "https://", "http://", "ciphertext"):
+        assert secret not in text
 
 
 def test_a_run_with_no_assessment_touches_no_row(settings: Settings) -> None:

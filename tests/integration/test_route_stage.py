@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pytest
+import structlog
 import structlog.testing
 
 from pipeline import db, serde
@@ -166,6 +169,16 @@ def test_a_record_that_is_not_an_assessment_is_dead_lettered(
     assert len(reasons) == 2
 
 
+@pytest.fixture
+def debug_logging() -> Iterator[None]:
+    """Per-report lines are debug: let them reach capture_logs whatever level an earlier test configured."""
+    old = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    structlog.configure(wrapper_class=old)
+
+
+@pytest.mark.usefixtures("debug_logging")
 def test_the_stage_logs_no_url_host_or_contact(settings: Settings) -> None:
     """The stage logs recipients and counts, never a URL, a host name or the encrypted contact."""
     handle = _spec(settings).handle
