@@ -270,8 +270,9 @@ class RouteRaced(RuntimeError):
 
 _INSERT_ALL = sql.SQL(
     "INSERT INTO {} (report_id, emit_key, event_id, event_type, causation_id, seq, payload, source)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::integer[],"
-    " %s::bytea[], %s::text[])"
+    # Binary parameters (%b): a text-format bytea array costs 2.5 times as long to send.
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::integer[],"
+    " %b::bytea[], %b::text[])"
     # In key order: two instances inserting rows of the same reports lock them in the same order.
     " ORDER BY 1, 2"
     " ON CONFLICT (report_id, emit_key) DO NOTHING RETURNING report_id"
