@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -141,7 +142,7 @@ def _produce(settings: Settings, encoded: list[tuple[bytes, bytes]]) -> None:
         raise SystemExit("the broker did not acknowledge every input")
 
 
-def _run(settings: Settings, n: int, *, batch: bool) -> tuple[float, int]:
+def _run(settings: Settings, n: int, *, batch: bool, batch_size: int | None) -> tuple[float, int]:
     """Route the namespace's ``n`` inputs; records/s after the first batch, and the batches it took."""
     from pipeline.route import stage
     from pipeline.runtime import StageRunner
@@ -149,6 +150,8 @@ def _run(settings: Settings, n: int, *, batch: bool) -> tuple[float, int]:
     spec = stage.spec(settings, resolver=demo_resolver())
     if not batch:
         spec = dataclasses.replace(spec, handle_batch=None)
+    if batch_size is not None:
+        spec = dataclasses.replace(spec, batch_size=batch_size)
     runner = StageRunner(spec, settings, instance="bench")
     runner.start()
     try:
@@ -205,7 +208,7 @@ def _cleanup(spaces: list[Settings]) -> None:
             fut.result(timeout=30)
 
 
-def stage(n: int, rounds: int, modes: tuple[str, ...]) -> None:
+def stage(n: int, rounds: int, modes: tuple[str, ...], batch_size: int | None) -> None:
     from pipeline.logging import configure
 
     configure("json", level=logging.INFO)  # as a stage process logs (run with 2>/dev/null)
@@ -225,14 +228,12 @@ def stage(n: int, rounds: int, modes: tuple[str, ...]) -> None:
                 settings = _namespace(base)
                 spaces.append(settings)
                 _produce(settings, encoded)
-                per_s, batches = _run(settings, len(events), batch=mode == "batch")
+                per_s, batches = _run(settings, len(events), batch=mode == "batch", batch_size=batch_size)
                 figures[mode].append(per_s)
                 print(f"round {r + 1} {mode:>10}: {per_s:,.0f} records/s ({batches} batches)", flush=True)
                 rows.setdefault(mode, _rows(settings))
         for mode, values in figures.items():
-            print(
-                f"{mode:>10}: best {max(values):,.0f} records/s, median {sorted(values)[len(values) // 2]:,.0f}"
-            )
+            print(f"{mode:>10}: best {max(values):,.0f} records/s, median {statistics.median(values):,.0f}")
         if len(rows) == 2:
             one, other = rows.values()
             print(f"rows kept: {len(one)} and {len(other)}; identical: {one == other}")
@@ -248,9 +249,10 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--modes", default="per-record,batch", help="comma-separated: per-record, batch")
+    parser.add_argument("--batch-size", type=int, default=None, help="records a batch (default: the stage's)")
     args = parser.parse_args()
     if args.stage:
-        stage(args.reports, args.rounds, tuple(args.modes.split(",")))
+        stage(args.reports, args.rounds, tuple(args.modes.split(",")), args.batch_size)
     else:
         rules()
 

@@ -22,7 +22,7 @@ from pipeline import db, serde
 from pipeline import events as ev
 from pipeline.errors import DomainError, SerdeError
 from pipeline.route import stage as route_stage
-from pipeline.route.resolve import demo_resolver
+from pipeline.route.resolve import SocketResolver, demo_resolver
 from pipeline.runtime import Context, Item, Output, StageSpec
 from pipeline.settings import Settings
 from pipeline.topics import ASSESSED, CLOSED, FOLLOWUP, REFERRED, dead_letter, name
@@ -419,3 +419,14 @@ def test_a_run_with_no_assessment_touches_no_row(settings: Settings) -> None:
     assert isinstance(result, DomainError)
     assert (result.reason, result.field) == ("unexpected_event_type", "envelope.event_type")
     assert count == (0,)
+
+
+def test_batches_are_small_only_when_hosts_are_asked_of_the_network(settings: Settings) -> None:
+    """With DNS a batch holds 16 reports (each may wait 1.5 s within a 30 s transaction); with the fixed
+    table of the demo and the tests, which never waits, the runner's full 500."""
+    network = SocketResolver()
+    try:
+        assert route_stage.spec(settings, resolver=network).batch_size == 16
+    finally:
+        network.close()
+    assert route_stage.spec(settings, resolver=demo_resolver()).batch_size == 500
