@@ -208,9 +208,14 @@ def reporter_origin(location: ev.Location | None) -> str | None:
     """
     if location is None:
         return None
-    if location.province:
-        return location.province
-    if location.country and location.country.upper() != "CA":
+    return origin(location.province, location.country)
+
+
+def origin(province: str | None, country: str | None) -> str | None:
+    """``reporter_origin`` of a location given as its province and country."""
+    if province:
+        return province
+    if country and country.upper() != "CA":
         return INTERNATIONAL
     return None
 
@@ -264,20 +269,16 @@ def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - 
             raise TypeError(f"the read model does not know the event type {type(event).__name__}")
 
 
-def patch(event: ev.Event) -> tuple[ReportRow, Referral | None]:
-    """What one event says about its report (and the referral it records, if it is one)."""
+Fact = tuple[str, str, str, datetime, tuple[Any, ...], Referral | None]
+"""What one event says about its report: report id, group, event id, ``occurred_at``, the group's values
+(``Group.columns`` order) and the referral it records, if it is one. ``projections.decode`` reads facts
+straight from encoded events; ``fact`` makes one from a decoded event."""
+
+
+def fact(event: ev.Event) -> Fact:
+    """What one event says about its report, as a ``Fact``."""
     group, values = _values(event)
     env = event.envelope
-    step = STEP_ORDER.get(group, 0)
-    row = ReportRow(
-        report_id=env.report_id,
-        step=step,
-        groups={
-            group: GroupValue(
-                first_at=env.occurred_at, at=env.occurred_at, event_id=env.event_id, values=values
-            )
-        },
-    )
     referral = None
     if isinstance(event, ev.ReportReferred):
         r = event.recipient
@@ -290,33 +291,130 @@ def patch(event: ev.Event) -> tuple[ReportRow, Referral | None]:
             domestic=r.domestic,
             occurred_at=env.occurred_at,
         )
+    return (env.report_id, group, env.event_id, env.occurred_at, values, referral)
+
+
+def patch(event: ev.Event) -> tuple[ReportRow, Referral | None]:
+    """What one event says about its report (and the referral it records, if it is one)."""
+    report_id, group, event_id, at, values, referral = fact(event)
+    row = ReportRow(
+        report_id=report_id,
+        step=STEP_ORDER.get(group, 0),
+        groups={group: GroupValue(first_at=at, at=at, event_id=event_id, values=values)},
+    )
     return row, referral
 
 
 def fold(events: Iterable[ev.Event]) -> tuple[dict[str, ReportRow], dict[str, Referral]]:
-    """A batch of events folded into one patch per report and its referrals (by event id).
+    """A batch of events folded into one patch per report and its referrals (by event id)."""
+    return fold_facts(fact(e) for e in events)
 
-    The same result as merging every ``patch(event)``, built in place (the projector's hot loop).
+
+def fold_facts(facts: Iterable[Fact]) -> tuple[dict[str, ReportRow], dict[str, Referral]]:
+    """Facts folded into one patch per report and its referrals (by event id).
+
+    The same result as merging every event's ``patch``, built in place (the projector's hot loop).
     """
     groups: dict[str, dict[str, GroupValue]] = {}
     steps: dict[str, int] = {}
     referrals: dict[str, Referral] = {}
-    for event in events:
-        group, values = _values(event)
-        env = event.envelope
-        rid, at = env.report_id, env.occurred_at
-        gv = GroupValue(first_at=at, at=at, event_id=env.event_id, values=values)
-        step = STEP_ORDER.get(group, 0)
+    step_of = STEP_ORDER.get
+    for rid, group, event_id, at, values, referral in facts:
+        gv = GroupValue(first_at=at, at=at, event_id=event_id, values=values)
+        step = step_of(group, 0)
         mine = groups.get(rid)
         if mine is None:
             groups[rid] = {group: gv}
             steps[rid] = step
         else:
-            mine[group] = merge_group(mine.get(group), gv) or gv
-            steps[rid] = max(steps[rid], step)
-        if isinstance(event, ev.ReportReferred):
-            _row, referral = patch(event)
-            if referral is not None:
-                referrals[referral.event_id] = referral
+            old = mine.get(group)
+            mine[group] = gv if old is None else (merge_group(old, gv) or gv)
+            if step > steps[rid]:
+                steps[rid] = step
+        if referral is not None:
+            referrals[referral.event_id] = referral
     rows = {rid: ReportRow(report_id=rid, step=steps[rid], groups=g) for rid, g in groups.items()}
     return rows, referrals
+
+
+# --- The same fold, straight into table rows --------------------------------------------------------
+
+ROW_COLUMNS: tuple[str, ...] = (
+    "report_id",
+    "step",
+    *(
+        c
+        for g in GROUPS
+        for c in (f"{g.name}_first_at", f"{g.name}_at", f"{g.name}_event", *(n for n, _ in g.columns))
+    ),
+)
+"""A report's row as a flat list: id, step, then per group its first time, newest time, newest event
+id and fields (``proj_report``'s columns)."""
+
+_SLOT: dict[str, tuple[int, int]] = {}
+_i = 2
+for _g in GROUPS:
+    _SLOT[_g.name] = (_i, STEP_ORDER.get(_g.name, 0))
+    _i += 3 + len(_g.columns)
+del _i, _g
+
+
+def fold_rows(
+    facts: Iterable[Fact], rows: dict[str, list[Any]] | None = None
+) -> tuple[dict[str, list[Any]], dict[str, Referral]]:
+    """Facts folded into flat rows (``ROW_COLUMNS``), merged into ``rows`` if given, and referrals.
+
+    The same merge as ``fold`` (a test holds the two together) without building a ``ReportRow`` per
+    report: the projector copies these lists into PostgreSQL as they are.
+    """
+    rows = {} if rows is None else rows
+    referrals: dict[str, Referral] = {}
+    width = len(ROW_COLUMNS) - 2
+    slot = _SLOT
+    for rid, group, event_id, at, values, referral in facts:
+        row = rows.get(rid)
+        if row is None:
+            row = rows[rid] = [rid, 0, *([None] * width)]
+        i, step = slot[group]
+        if step > row[1]:
+            row[1] = step
+        newest = row[i + 1]
+        if newest is None:
+            row[i] = at
+            row[i + 1] = at
+            row[i + 2] = event_id
+            row[i + 3 : i + 3 + len(values)] = values
+        else:
+            if at < row[i]:
+                row[i] = at
+            if at > newest or (at == newest and event_id > row[i + 2]):
+                row[i + 1] = at
+                row[i + 2] = event_id
+                row[i + 3 : i + 3 + len(values)] = values
+        if referral is not None:
+            referrals[referral.event_id] = referral
+    return rows, referrals
+
+
+def merge_rows(into: dict[str, list[Any]], rows: dict[str, list[Any]]) -> None:
+    """Merge flat rows (``fold_rows``) into ``into``, as ``merge`` merges ``ReportRow``s."""
+    for rid, row in rows.items():
+        mine = into.get(rid)
+        if mine is None:
+            into[rid] = row
+            continue
+        mine[1] = max(mine[1], row[1])
+        for g in GROUPS:
+            i = _SLOT[g.name][0]
+            at = row[i + 1]
+            if at is None:
+                continue
+            newest = mine[i + 1]
+            n = 3 + len(g.columns)
+            if newest is None:
+                mine[i : i + n] = row[i : i + n]
+                continue
+            first = min(mine[i], row[i])
+            if (at, row[i + 2]) > (newest, mine[i + 2]):
+                mine[i : i + n] = row[i : i + n]
+            mine[i] = first

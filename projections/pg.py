@@ -37,16 +37,15 @@ from projections.view import (
 LIVE_SCHEMA = "proj"
 MAX_IDENT = 63
 
-COLUMNS: tuple[str, ...] = (
-    "report_id",
-    "step",
-    *(
-        c
-        for g in GROUPS
-        for c in (f"{g.name}_first_at", f"{g.name}_at", f"{g.name}_event", *(n for n, _ in g.columns))
-    ),
+COLUMNS: tuple[str, ...] = model.ROW_COLUMNS
+COLUMN_TYPES: tuple[str, ...] = (
+    "text",
+    "smallint",
+    *(t for g in GROUPS for t in ("timestamptz", "timestamptz", "text", *(t for _, t in g.columns))),
 )
+"""The SQL type of each of ``COLUMNS`` (binary COPY needs them)."""
 REFERRAL_COLUMNS = ("event_id", "report_id", "kind", "recipient", "jurisdiction", "domestic", "occurred_at")
+REFERRAL_TYPES = ("text", "text", "text", "text", "text", "boolean", "timestamptz")
 
 _CLOSED = sql.SQL("outcome IS NOT NULL AND outcome <> {}").format(sql.Literal(str(ev.Outcome.REJECTED)))
 
@@ -78,17 +77,6 @@ def _has_table(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
 def schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
     cur = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
     return cur.fetchone() is not None
-
-
-def _row_tuple(row: ReportRow) -> tuple[Any, ...]:
-    out: list[Any] = [row.report_id, row.step]
-    for g in GROUPS:
-        gv = row.groups.get(g.name)
-        if gv is None:
-            out.extend([None] * (3 + len(g.columns)))
-        else:
-            out.extend((gv.first_at, gv.at, gv.event_id, *gv.values))
-    return tuple(out)
 
 
 def _row_from(record: Sequence[Any]) -> ReportRow:
@@ -125,38 +113,52 @@ def _merge_sql(schema: str) -> sql.Composed:
 
 
 def write_batch(
-    conn: psycopg.Connection[Any], schema: str, rows: Iterable[ReportRow], referrals: Iterable[Referral]
+    conn: psycopg.Connection[Any],
+    schema: str,
+    rows: Iterable[Sequence[Any]],
+    referrals: Iterable[Referral],
 ) -> None:
-    """Merge folded rows and referrals into the schema's tables, inside the caller's transaction."""
+    """Merge folded rows (flat, ``COLUMNS`` order: ``model.fold_rows``) and referrals into the schema's
+    tables, inside the caller's transaction."""
     s = sql.Identifier(schema)
     with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS proj_stage (LIKE {}.proj_report) ON COMMIT DELETE ROWS"
-            ).format(s)
-        )
-        # A transaction that failed after the COPY may leave rows if the caller reuses it: start clean.
-        cur.execute("TRUNCATE pg_temp.proj_stage")
-        cols = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
-        with cur.copy(sql.SQL("COPY pg_temp.proj_stage ({}) FROM STDIN").format(cols)) as cp:
-            for row in rows:
-                cp.write_row(_row_tuple(row))
-        cur.execute(_merge_sql(schema))
-        refs = [
-            tuple(getattr(r, c) if c != "recipient" else r.recipient for c in REFERRAL_COLUMNS)
-            for r in referrals
-        ]
-        if refs:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {}.proj_referral ({}) VALUES ({}) ON CONFLICT (event_id) DO NOTHING"
-                ).format(
-                    s,
-                    sql.SQL(", ").join(map(sql.Identifier, REFERRAL_COLUMNS)),
-                    sql.SQL(", ").join(sql.Placeholder() * len(REFERRAL_COLUMNS)),
-                ),
-                refs,
+        for stage, table in (("proj_stage", "proj_report"), ("proj_stage_referral", "proj_referral")):
+            cur.execute(
+                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}.{}) ON COMMIT DELETE ROWS").format(
+                    sql.Identifier(stage), s, sql.Identifier(table)
+                )
             )
+        # A transaction that failed after the COPY may leave rows if the caller reuses it: start clean.
+        cur.execute("TRUNCATE pg_temp.proj_stage, pg_temp.proj_stage_referral")
+        # Binary COPY with the column types given: several times faster than text for these rows.
+        with cur.copy(_COPY_ROWS) as cp:
+            cp.set_types(COLUMN_TYPES)
+            for row in rows:
+                cp.write_row(row)
+        cur.execute(_merge_sql(schema))
+        copied = 0
+        with cur.copy(_COPY_REFERRALS) as cp:
+            cp.set_types(REFERRAL_TYPES)
+            for r in referrals:
+                cp.write_row(
+                    (r.event_id, r.report_id, r.kind, r.recipient, r.jurisdiction, r.domestic, r.occurred_at)
+                )
+                copied += 1
+        if copied:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {s}.proj_referral ({cols}) SELECT {cols} FROM pg_temp.proj_stage_referral "
+                    "ON CONFLICT (event_id) DO NOTHING"
+                ).format(s=s, cols=sql.SQL(", ").join(map(sql.Identifier, REFERRAL_COLUMNS)))
+            )
+
+
+_COPY_ROWS = sql.SQL("COPY pg_temp.proj_stage ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+)
+_COPY_REFERRALS = sql.SQL("COPY pg_temp.proj_stage_referral ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.SQL(", ").join(map(sql.Identifier, REFERRAL_COLUMNS))
+)
 
 
 def _referral(rec: Sequence[Any]) -> Referral:
@@ -172,7 +174,7 @@ class PgView:
         self._s = sql.Identifier(schema)
 
     def apply(self, events: Sequence[ev.Event]) -> None:
-        rows, referrals = model.fold(events)
+        rows, referrals = model.fold_rows(model.fact(e) for e in events)
         with self.conn.transaction():
             write_batch(self.conn, self.schema, rows.values(), referrals.values())
 

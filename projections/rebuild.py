@@ -87,7 +87,7 @@ def rebuild(
     with db.connect(settings, autocommit=True, prepare_threshold=None) as conn:
         target = _next_name(conn, live)
     started = time.monotonic()
-    proj = Projector(settings, schema=target, batch_size=batch_size, workers=workers)
+    proj = Projector(settings, schema=target, batch_size=batch_size, workers=workers, catch_up=True)
     try:
         proj.start()
         proj.run_until_caught_up(timeout=timeout)

@@ -44,13 +44,12 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined] # exported, not in its stubs
 from psycopg import sql
 
-from pipeline import db, kafka, serde
-from pipeline.errors import SerdeError, ServiceError
-from pipeline.events import Event
+from pipeline import db, kafka
+from pipeline.errors import ServiceError
 from pipeline.logging import get_logger
 from pipeline.settings import Settings
 from pipeline.topics import EVENT_TOPICS, group, name
-from projections import model, pg
+from projections import decode, model, pg
 
 PROJECTION = "report_status"
 log = get_logger(stage="projections")
@@ -117,30 +116,23 @@ def where(m: Message) -> tuple[str, int, int]:
 
 def decode_fold(
     chunk: list[tuple[bytes | None, str, int, int]],
-) -> tuple[dict[str, model.ReportRow], dict[str, model.Referral], list[tuple[str, int, int, str, str]], int]:
-    """Decode records (value, topic, partition, offset) and fold them: rows, referrals, rejects, events."""
-    events: list[Event] = []
-    rejected: list[tuple[str, int, int, str, str]] = []
-    for value, t, p, o in chunk:
-        try:
-            events.append(_decode(value))
-        except SerdeError as exc:
-            rejected.append((t, p, o, exc.reason, str(exc)))
-    rows, referrals = model.fold(events)
-    return rows, referrals, rejected, len(events)
+) -> tuple[dict[str, list[Any]], dict[str, model.Referral], list[tuple[str, int, int, str, str]], int]:
+    """Decode records (value, topic, partition, offset) and fold them: rows, referrals, rejects, events.
 
-
-def _decode(value: bytes | None) -> Event:
-    if value is None:
-        raise SerdeError("the record has no value.", reason="empty")
-    return serde.decode(value)
+    Only what the read model reads is decoded (``projections.decode``); a record that is not plainly
+    valid goes through ``pipeline.serde``, which decodes it or names why it cannot.
+    """
+    facts, rejected = decode.reader().facts(chunk)
+    rows, referrals = model.fold_rows(facts)
+    return rows, referrals, rejected, len(facts)
 
 
 @dataclass(frozen=True, kw_only=True)
 class _Prepared:
     """A decoded, folded batch and the positions it reaches, ready for one transaction."""
 
-    rows: dict[str, model.ReportRow]
+    rows: dict[str, list[Any]]
+    """Flat rows, ``model.ROW_COLUMNS``."""
     referrals: dict[str, model.Referral]
     rejected: list[tuple[str, int, int, str, str]]
     nxt: dict[Position, int]
@@ -169,9 +161,12 @@ class Projector:
         batch_size: int = 5000,
         apply_hook: Callable[[], None] | None = None,
         workers: int = 0,
+        catch_up: bool = False,
     ) -> None:
         self.settings = settings
         self._workers = workers
+        self._catch_up = catch_up
+        self._targets: dict[Position, int] | None = None
         # Spawned, not forked: this process runs librdkafka's and the writer's threads.
         self._pool = (
             ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
@@ -195,6 +190,11 @@ class Projector:
                 "enable.partition.eof": True,
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "queued.min.messages": 200_000,
+                # Catching up (a rebuild): the first fetch must not wait out the broker's 500 ms for
+                # partitions that are empty (no further fetch goes out while one is pending), and the
+                # first metadata request, lost when librdkafka retires its bootstrap connection, is
+                # sent again after 10 ms rather than 50.
+                **({"fetch.wait.max.ms": 10, "reconnect.backoff.ms": 10} if catch_up else {}),
             },
         )
         self._lock_key = f"tipline.projector:{self.schema}:{projection}"
@@ -205,8 +205,18 @@ class Projector:
     # --- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        pg.install(self.conn, self.schema)
-        self._partitions = partitions_of(self.consumer, self.topics)
+        # Kafka's partitions (another thread) and the tables (the writer thread) mostly wait on a
+        # server; meanwhile this thread loads the schemas the decoders are generated from.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector-start") as kafka_side:
+            partitions = kafka_side.submit(partitions_of, self.consumer, self.topics)
+            installed = self._writer.submit(pg.install, self.conn, self.schema)
+            try:
+                decode.reader()
+            finally:
+                installed.result()
+                self._partitions = partitions.result()
+        if self._catch_up:
+            self._targets = self._watermarks_before_assign()
         self._seek_to_stored()
         log.info("projector_started", schema=self.schema, partitions=len(self._partitions))
 
@@ -300,8 +310,7 @@ class Projector:
         events = 0
         for fut in parts:
             r, refs, rej, ev_count = fut.result()
-            for rid, row in r.items():
-                rows[rid] = model.merge(rows.get(rid), row)
+            model.merge_rows(rows, r)
             referrals.update(refs)
             rejected.extend(rej)
             events += ev_count
@@ -344,6 +353,24 @@ class Projector:
     def high_watermarks(self) -> dict[Position, int]:
         return end_offsets(self.settings, self._partitions)
 
+    def _watermarks_before_assign(self, timeout: float = 30.0) -> dict[Position, int]:
+        """The last stable offset of each partition, through this projector's own consumer.
+
+        A read_committed consumer's watermarks are the last stable offsets, like ``end_offsets``;
+        its connection is already up, where a fresh admin client sometimes waits seconds for its
+        first metadata. Asked one partition at a time, so only before the partitions are assigned
+        (a pending fetch would hold up each request)."""
+        out: dict[Position, int] = {}
+        try:
+            for t, p in self._partitions:
+                _low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(t, p), timeout=timeout, cached=False
+                )
+                out[(t, p)] = int(high)
+        except KafkaException as exc:
+            raise ServiceError("Kafka did not say where the topics end; is the broker up?") from exc
+        return out
+
     def caught_up(self, targets: dict[Position, int]) -> bool:
         return all(
             max(self.positions.get(tp, 0), self.eof.get(tp, 0)) >= target
@@ -352,8 +379,11 @@ class Projector:
         )
 
     def run_until_caught_up(self, *, timeout: float = 600.0) -> int:
-        """Consume until every partition reached the end it had when this call began."""
-        targets = self.high_watermarks()
+        """Consume until every partition reached the end it had when this call began.
+
+        Catching up (a rebuild), the first call's ends are the ones the log had at ``start``."""
+        targets = self._targets if self._targets is not None else self.high_watermarks()
+        self._targets = None
         deadline = time.monotonic() + timeout
         while True:
             if self.caught_up(targets):
@@ -362,7 +392,8 @@ class Projector:
                     return self.processed
             if time.monotonic() > deadline:
                 raise ServiceError(f"the projector did not catch up within {timeout:.0f} s.")
-            self.poll_once(0.5)
+            # A short wait: the last batch must not wait out a long timeout for records that are not there.
+            self.poll_once(0.02)
 
 
 class _Stop:
