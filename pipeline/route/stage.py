@@ -298,8 +298,8 @@ def _insert_all(db: Any, rows: Sequence[_NewRow]) -> None:
 
 def make_batch_handler(tables: Tables, resolver: Resolver, *, clock: Clock = _now) -> BatchHandler:
     """The runner's handler for a run of records: what ``make_handler``'s gives record after record, with
-    one read of the run's reports' rows and one write of the new ones (two round trips a run, not two or
-    more a report)."""
+    one read of the run's reports' rows and one write of the new ones: two round trips a run, where one
+    record at a time costs one a report plus one a planned event."""
 
     def handle_batch(items: Sequence[Item], ctx: Context) -> list[Sequence[Output] | Refusal]:
         report_ids = sorted(
