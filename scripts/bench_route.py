@@ -23,11 +23,11 @@ each run kept in ``route_emitted`` are compared (event ids, emit keys, causes, p
 time it was made): both paths must keep the same. The namespaces' schemas and topics are removed at
 the end. ``--batch-size 16`` shows the batches the stage takes when hosts are asked of DNS.
 
-Measured on the shared 2-core VM (Dec 2026, other people's benchmarks running; 3,000 reports, three
-runs each, alternated): the stage as it was (record by record, 16 a batch, a log line per event at
-info) 317-566 records/s; with the batch handler and the fixed resolver's batches of 500, 1,070-1,817
-records/s (the per-record path in the same runs 580-814); with ``--batch-size 16`` 632-961 (per record
-418-492). The rows kept were identical every time.
+Measured on the shared 2-core VM (Dec 2026, other people's benchmarks running; 3,000 reports, runs
+alternated): the stage as it was (record by record, 16 a batch, a log line per event at info) 317-573
+records/s over five runs; with the batch handler and the fixed resolver's batches of 500, 1,070-1,817
+records/s over three (the per-record path in the same runs 580-814); with ``--batch-size 16`` 632-961
+over two (per record 418-492). The rows kept were identical every time.
 """
 
 from __future__ import annotations
