@@ -4,7 +4,8 @@
   reports), the known-hash list parser, analyst identities, and ``assessment()`` which builds every
   ``ReportAssessed`` (automated, simulated or an analyst's) with a deterministic id.
 * ``simulated``: the simulated analyst's reproducible policy (pure).
-* ``queue``: the PostgreSQL work queue - ``enqueue_classified`` (the stage), ``claim_next``, ``find``,
-  ``record_decision`` (check, produce with ack, mark decided) and ``simulate`` (simulated analysts).
+* ``queue``: the PostgreSQL work queue - ``enqueue_classified`` and ``enqueue_classified_many`` (the
+  stage), ``claim_next``, ``find``, ``record_decision`` (check, produce with ack, mark decided) and
+  ``simulate`` (simulated analysts).
 * ``stage``: the Kafka wiring (``tipline stage assess``); ``cli``: ``tipline analyst ...``.
 """

@@ -4,6 +4,8 @@ simulated analysts and the tests all call these functions, so there is one way t
 * ``enqueue_classified`` (called by the stage inside its database transaction) keeps one row per
   report: a newer classification (an override, a raised level) updates the level and the payload but
   never resets a claim or a decision; a replayed event changes nothing and re-emits the same output.
+  ``enqueue_classified_many`` does the same for a run of events in a few round trips (the stage's
+  ``handle_batch``); the record-by-record function stays the reference it is tested against.
 * ``claim_next`` takes the most urgent open report (level, then arrival) with ``FOR UPDATE SKIP
   LOCKED``, so two analysts never get the same one; a claim not decided within its time-to-live
   becomes claimable again.
@@ -169,6 +171,56 @@ def known_among(conn: Conn, keys: Sequence[str]) -> frozenset[str]:
 
 
 # --- The stage's side: enqueue ----------------------------------------------------------------------
+# The statements are shared by the record-by-record path (``enqueue_classified``) and the run path
+# (``enqueue_classified_many``), so both write the same rows.
+
+_INSERT_ROW = (
+    "INSERT INTO assess_queue (namespace, report_id, report_number, classification_event_id, level, "
+    "arrival_seq, payload, contact_key_id, contact_nonce, contact_ciphertext, contact_algorithm, "
+    "enqueued_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (namespace, report_id) DO NOTHING"
+)
+_INSERT_ROWS = (
+    "INSERT INTO assess_queue (namespace, report_id, report_number, classification_event_id, level, "
+    "arrival_seq, payload, contact_key_id, contact_nonce, contact_ciphertext, contact_algorithm, "
+    "enqueued_at, updated_at) "
+    "SELECT %s, r.report_id, r.report_number, r.classification_event_id, r.level, r.arrival_seq, r.payload, "
+    "r.contact_key_id, r.contact_nonce, r.contact_ciphertext, r.contact_algorithm, %s, %s "
+    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::smallint[], %s::bigint[], %s::bytea[], %s::text[], "
+    "%s::bytea[], %s::bytea[], %s::text[]) AS r(report_id, report_number, classification_event_id, level, "
+    "arrival_seq, payload, contact_key_id, contact_nonce, contact_ciphertext, contact_algorithm) "
+    "ON CONFLICT (namespace, report_id) DO NOTHING"
+)
+_UPDATE_CLASSIFICATION = (
+    "UPDATE assess_queue SET classification_event_id = %s, level = %s, arrival_seq = %s, payload = %s, "
+    "contact_key_id = %s, contact_nonce = %s, contact_ciphertext = %s, contact_algorithm = %s, "
+    "updated_at = %s WHERE namespace = %s AND report_id = %s"
+)
+_INSERT_SEEN = (
+    "INSERT INTO assess_queue_seen (namespace, report_id, classification_event_id, supersedes, outcome, output) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+_MARK_DECIDED = (
+    "UPDATE assess_queue SET status = 'decided', claimed_by = NULL, claim_expires_at = NULL, "
+    "decided_by = %s, decided_at = %s, determination = %s, assessment_event_id = %s, updated_at = %s "
+    "WHERE namespace = %s AND report_id = %s"
+)
+_INSERT_DECISION = (
+    "INSERT INTO assess_decision (namespace, assessment_event_id, report_id, actor_kind, actor_id, "
+    "determination, child_may_need_protection, supersedes, decided_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+
+
+def _classification_columns(event: ReportClassified) -> tuple[Any, ...]:
+    """classification_event_id, level, arrival_seq, payload and the four contact columns of a queue row."""
+    return (
+        event.envelope.event_id,
+        event.level,
+        event.arrival_seq,
+        serde.encode(_without_contact(event)),
+        *_contact_columns(event.body.contact),
+    )
 
 
 def enqueue_classified(
@@ -190,9 +242,7 @@ def enqueue_classified(
 
     outcome, output = _apply(conn, namespace, event, now)
     conn.execute(
-        "INSERT INTO assess_queue_seen (namespace, report_id, classification_event_id, supersedes, outcome, "
-        "output) "
-        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        _INSERT_SEEN,
         (
             namespace,
             env.report_id,
@@ -217,26 +267,10 @@ def _apply(
     conn: Conn, namespace: str, event: ReportClassified, now: datetime
 ) -> tuple[str, ReportAssessed | None]:
     env = event.envelope
-    body = event.body
-    payload = serde.encode(_without_contact(event))
-    contact = _contact_columns(body.contact)
+    columns = _classification_columns(event)
     inserted = conn.execute(
-        "INSERT INTO assess_queue (namespace, report_id, report_number, classification_event_id, level, "
-        "arrival_seq, payload, contact_key_id, contact_nonce, contact_ciphertext, contact_algorithm, "
-        "enqueued_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (namespace, report_id) DO NOTHING RETURNING report_id",
-        (
-            namespace,
-            env.report_id,
-            body.report_number,
-            env.event_id,
-            event.level,
-            event.arrival_seq,
-            payload,
-            *contact,
-            now,
-            now,
-        ),
+        _INSERT_ROW + " RETURNING report_id",
+        (namespace, env.report_id, event.body.report_number, *columns, now, now),
     ).fetchone()
     outcome = "queued"
     status = "open"
@@ -245,10 +279,10 @@ def _apply(
         # classification that a later one supersedes may arrive late (from another lane, or another
         # stage instance) and must not overwrite the newer one. Checked after the lock, so a newer one
         # committed meanwhile by another instance is seen.
-        conn.execute(
-            "SELECT 1 FROM assess_queue WHERE namespace = %s AND report_id = %s FOR UPDATE",
+        locked = conn.execute(
+            "SELECT status FROM assess_queue WHERE namespace = %s AND report_id = %s FOR UPDATE",
             (namespace, env.report_id),
-        )
+        ).fetchone()
         stale = conn.execute(
             "SELECT 1 FROM assess_queue_seen WHERE namespace = %s AND report_id = %s AND supersedes = %s",
             (namespace, env.report_id, env.event_id),
@@ -256,24 +290,39 @@ def _apply(
         if stale is not None:
             return "stale", None
         # A newer classification of a queued report: new level and payload, claim and decision kept.
-        row = conn.execute(
-            "UPDATE assess_queue SET classification_event_id = %s, level = %s, arrival_seq = %s, "
-            "payload = %s, "
-            "contact_key_id = %s, contact_nonce = %s, contact_ciphertext = %s, contact_algorithm = %s, "
-            "updated_at = %s WHERE namespace = %s AND report_id = %s RETURNING status",
-            (env.event_id, event.level, event.arrival_seq, payload, *contact, now, namespace, env.report_id),
-        ).fetchone()
-        status = row[0] if row else "open"
+        conn.execute(_UPDATE_CLASSIFICATION, (*columns, now, namespace, env.report_id))
+        status = locked[0] if locked else "open"
         outcome = "updated"
+    known = known_among(conn, logic.report_hash_keys(event.body)) if status == "open" else frozenset()
+    pre = _preassessed(event, status, known, now)
+    if pre is None:
+        return outcome, None
+    assessed, rule = pre
+    _mark_decided(conn, namespace, [(assessed, logic.AUTOMATED_ACTOR.id)])
+    log.info(
+        "report_preassessed", report_id=env.report_id, rule=rule, determination=assessed.determination.value
+    )
+    return "automated", assessed
+
+
+def _preassessed(
+    event: ReportClassified, status: str, known: frozenset[str], now: datetime
+) -> tuple[ReportAssessed, str] | None:
+    """The automated assessment (and its rule) of a classification applied to a row of ``status``, if any.
+
+    ``known`` holds (at least) the report's hashes on the known-material list when ``status`` is open.
+    """
     if status == "decided":
         # The determination stands (a person's work is never overridden); an analyst may revise it
         # with `tipline analyst decide REPORT --revise` after reading the new classification.
-        log.warning("report_reclassified_after_decision", report_id=env.report_id, level=event.level)
+        log.warning(
+            "report_reclassified_after_decision", report_id=event.envelope.report_id, level=event.level
+        )
     if status != "open":
-        return outcome, None
-    pre = logic.preassess(event, known_among(conn, logic.report_hash_keys(body)))
+        return None
+    pre = logic.preassess(event, known)
     if pre is None:
-        return outcome, None
+        return None
     assessed = logic.assessment(
         event,
         actor=logic.AUTOMATED_ACTOR,
@@ -283,45 +332,184 @@ def _apply(
         supersedes=None,
         occurred_at=now,
     )
-    _mark_decided(conn, namespace, assessed, decided_by=logic.AUTOMATED_ACTOR.id)
-    log.info(
-        "report_preassessed", report_id=env.report_id, rule=pre.rule, determination=pre.determination.value
-    )
-    return "automated", assessed
+    return assessed, pre.rule
 
 
-def _mark_decided(conn: Conn, namespace: str, assessed: ReportAssessed, *, decided_by: str) -> None:
-    env = assessed.envelope
-    conn.execute(
-        "UPDATE assess_queue SET status = 'decided', claimed_by = NULL, claim_expires_at = NULL, "
-        "decided_by = %s, decided_at = %s, determination = %s, assessment_event_id = %s, updated_at = %s "
-        "WHERE namespace = %s AND report_id = %s",
-        (
-            decided_by,
-            env.occurred_at,
-            assessed.determination.value,
-            env.event_id,
-            env.occurred_at,
-            namespace,
-            env.report_id,
-        ),
-    )
-    conn.execute(
-        "INSERT INTO assess_decision (namespace, assessment_event_id, report_id, actor_kind, actor_id, "
-        "determination, child_may_need_protection, supersedes, decided_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (
-            namespace,
-            env.event_id,
-            env.report_id,
-            env.actor.kind.value,
-            env.actor.id,
-            assessed.determination.value,
-            assessed.child_may_need_protection,
-            assessed.supersedes,
-            env.occurred_at,
-        ),
-    )
+def _mark_decided(conn: Conn, namespace: str, decided: Sequence[tuple[ReportAssessed, str]]) -> None:
+    """Mark rows decided and keep the decisions' history: ``(assessment, decided_by)`` in order."""
+    rows = []
+    history = []
+    for assessed, decided_by in decided:
+        env = assessed.envelope
+        rows.append(
+            (
+                decided_by,
+                env.occurred_at,
+                assessed.determination.value,
+                env.event_id,
+                env.occurred_at,
+                namespace,
+                env.report_id,
+            )
+        )
+        history.append(
+            (
+                namespace,
+                env.event_id,
+                env.report_id,
+                env.actor.kind.value,
+                env.actor.id,
+                assessed.determination.value,
+                assessed.child_may_need_protection,
+                assessed.supersedes,
+                env.occurred_at,
+            )
+        )
+    with conn.cursor() as cur:
+        cur.executemany(_MARK_DECIDED, rows)
+        cur.executemany(_INSERT_DECISION, history)
+
+
+@dataclass
+class _Slot:
+    """A report's queue row as a run of events leaves it: what the rules read and what is written back."""
+
+    new: bool
+    """Not in the table before the run: the run inserts it (with the last classification applied)."""
+    status: str
+    classification: ReportClassified | None = None
+    """The classification applied last by the run (None: the row's classification is unchanged)."""
+
+
+class ConcurrentEnqueue(ServiceError):
+    """Another stage instance queued one of a run's reports meanwhile; the run is handled record by record."""
+
+
+def enqueue_classified_many(
+    conn: Conn, namespace: str, events: Sequence[ReportClassified], now: datetime
+) -> list[list[ReportAssessed]]:
+    """``enqueue_classified`` over a run of events, in a few round trips; the same outputs and rows.
+
+    Runs inside the caller's transaction. One pipelined read (the events already handled, the queue
+    rows of the run's reports locked in report order, the stored classifications they supersede, the
+    known hashes), then the rules in event order against an in-memory view updated as each event is
+    applied (several events of one report, or a second copy of one event, see the earlier ones), then
+    one pipelined write. A report with no row when the run read is inserted by the run; if another stage
+    instance inserted it meanwhile, ``ConcurrentEnqueue`` aborts the run (the runner then handles it
+    record by record, which locks that row like any other).
+    """
+    if not events:
+        return []
+    report_ids = sorted({e.envelope.report_id for e in events})
+    keys = sorted({k for e in events for k in logic.report_hash_keys(e.body)})
+    with conn.pipeline():
+        seen_cur = conn.execute(
+            "SELECT report_id, classification_event_id, output FROM assess_queue_seen WHERE namespace = %s "
+            "AND (report_id, classification_event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            (namespace, [e.envelope.report_id for e in events], [e.envelope.event_id for e in events]),
+        )
+        # Locked in one order (report id) by every instance, so two runs never wait on each other in a cycle.
+        lock_cur = conn.execute(
+            "SELECT report_id, status FROM assess_queue WHERE namespace = %s AND report_id = ANY(%s::text[]) "
+            "ORDER BY report_id FOR UPDATE",
+            (namespace, report_ids),
+        )
+        # After the lock (statements run in order): a newer classification committed meanwhile is seen.
+        stale_cur = conn.execute(
+            "SELECT report_id, supersedes FROM assess_queue_seen WHERE namespace = %s "
+            "AND report_id = ANY(%s::text[]) AND supersedes = ANY(%s::text[])",
+            (namespace, report_ids, [e.envelope.event_id for e in events]),
+        )
+        known_cur = (
+            conn.execute("SELECT hash_key FROM assess_known_hash WHERE hash_key = ANY(%s::text[])", (keys,))
+            if keys
+            else None
+        )
+    stored: dict[tuple[str, str], bytes | None] = {(r, e): out for r, e, out in seen_cur.fetchall()}
+    slots = {rid: _Slot(new=False, status=status) for rid, status in lock_cur.fetchall()}
+    superseded: set[tuple[str, str]] = {(r, sup) for r, sup in stale_cur.fetchall()}
+    known = frozenset(r[0] for r in known_cur.fetchall()) if known_cur is not None else frozenset()
+
+    results: list[list[ReportAssessed]] = []
+    seen_rows: list[tuple[Any, ...]] = []
+    decided: list[tuple[ReportAssessed, str]] = []
+    rules: list[str] = []
+    for event in events:
+        env = event.envelope
+        key = (env.report_id, env.event_id)
+        if key in stored:
+            raw = stored[key]
+            results.append([_decode_assessed(raw)] if raw is not None else [])
+            continue
+        output: ReportAssessed | None = None
+        slot = slots.get(env.report_id)
+        if slot is None:
+            slots[env.report_id] = slot = _Slot(new=True, status="open", classification=event)
+            outcome = "queued"
+        elif key in superseded:
+            outcome = "stale"
+        else:
+            slot.classification = event
+            outcome = "updated"
+        pre = _preassessed(event, slot.status, known, now) if outcome != "stale" else None
+        if pre is not None:
+            output, rule = pre
+            slot.status = "decided"
+            decided.append((output, logic.AUTOMATED_ACTOR.id))
+            rules.append(rule)
+            outcome = "automated"
+        raw = serde.encode(output) if output is not None else None
+        stored[key] = raw
+        if event.supersedes is not None:
+            superseded.add((env.report_id, event.supersedes))
+        seen_rows.append((namespace, env.report_id, env.event_id, event.supersedes, outcome, raw))
+        results.append([output] if output is not None else [])
+        log.debug("report_enqueued", report_id=env.report_id, level=event.level, outcome=outcome)
+
+    _write_run(conn, namespace, slots=slots, seen_rows=seen_rows, decided=decided, now=now)
+    for (assessed, _by), rule in zip(decided, rules, strict=True):
+        log.debug(
+            "report_preassessed",
+            report_id=assessed.envelope.report_id,
+            rule=rule,
+            determination=assessed.determination.value,
+        )
+    return results
+
+
+def _write_run(
+    conn: Conn,
+    namespace: str,
+    *,
+    slots: dict[str, _Slot],
+    seen_rows: list[tuple[Any, ...]],
+    decided: list[tuple[ReportAssessed, str]],
+    now: datetime,
+) -> None:
+    """A run's writes in one pipeline: new rows, re-classified rows, automated decisions, events seen."""
+    new = [(rid, s.classification) for rid, s in slots.items() if s.new and s.classification is not None]
+    changed = [
+        (rid, s.classification) for rid, s in slots.items() if not s.new and s.classification is not None
+    ]
+    with conn.pipeline(), conn.cursor() as insert, conn.cursor() as cur:
+        if new:
+            columns = [(rid, c.body.report_number, *_classification_columns(c)) for rid, c in new]
+            insert.execute(
+                _INSERT_ROWS, (namespace, now, now, *(list(col) for col in zip(*columns, strict=True)))
+            )
+        if changed:
+            cur.executemany(
+                _UPDATE_CLASSIFICATION,
+                [(*_classification_columns(c), now, namespace, rid) for rid, c in changed],
+            )
+        if decided:
+            _mark_decided(conn, namespace, decided)
+        if seen_rows:
+            cur.executemany(_INSERT_SEEN, seen_rows)
+    if new and insert.rowcount != len(new):
+        raise ConcurrentEnqueue(
+            f"{len(new) - insert.rowcount} of the run's reports were queued meanwhile by another instance."
+        )
 
 
 # --- The analysts' side: claim, show ----------------------------------------------------------------
@@ -520,7 +708,7 @@ def record_decision(
             occurred_at=now,
         )
         publish(assessed)  # raises (and the transaction rolls back) unless the broker acknowledged it
-        _mark_decided(conn, namespace, assessed, decided_by=request.actor.id)
+        _mark_decided(conn, namespace, [(assessed, request.actor.id)])
     log.info(
         "report_assessed",
         report_id=assessed.envelope.report_id,

@@ -9,6 +9,10 @@ Key: the report id.
 Idempotency: one queue row per report; each classification event is remembered
 (``assess_queue_seen``), so a replayed batch changes nothing and re-emits the same automated event
 (same deterministic id, stored bytes). The database transaction commits before the Kafka one.
+Runs: ``handle_batch`` gives a run of records (at most 25: the stage is lane-aware) to
+``queue.enqueue_classified_many``, a few round trips for the run instead of about five per report, with
+the same outputs and rows as ``handle`` on each record in turn (which stays the reference, and what the
+runner falls back to when a run fails).
 Failure policy: an input that is not a ``ReportClassified`` is refused (``DomainError``) and
 dead-lettered; database or broker errors abort the batch, which the runner retries.
 """
@@ -21,7 +25,7 @@ from pathlib import Path
 from pipeline.assess import logic, queue
 from pipeline.errors import ConfigError, DomainError
 from pipeline.events import ReportClassified
-from pipeline.runtime import Context, Output, StageSpec
+from pipeline.runtime import Context, Item, Output, Refusal, StageSpec
 from pipeline.settings import Settings
 from pipeline.topics import ASSESSED, CLASSIFIED
 
@@ -35,10 +39,30 @@ def handle(event: object, ctx: Context) -> Sequence[Output]:
             outputs = queue.enqueue_classified(ctx.db, ctx.settings.topic_suffix, event, queue.now_utc())
             return [Output(ASSESSED, out) for out in outputs]
         case _:
-            raise DomainError(
-                f"the assess step takes ReportClassified events, not {type(event).__name__}",
-                reason="unexpected_event",
-            )
+            raise _unexpected(event)
+
+
+def handle_batch(items: Sequence[Item], ctx: Context) -> list[Sequence[Output] | Refusal]:
+    """``handle`` over a run of records: the classified ones go through the queue together."""
+    classified = [item.event for item in items if isinstance(item.event, ReportClassified)]
+    outputs = iter(
+        queue.enqueue_classified_many(ctx.db, ctx.settings.topic_suffix, classified, queue.now_utc())
+    )
+    results: list[Sequence[Output] | Refusal] = []
+    for item in items:
+        match item.event:
+            case ReportClassified():
+                results.append([Output(ASSESSED, out) for out in next(outputs)])
+            case _:
+                results.append(_unexpected(item.event))
+    return results
+
+
+def _unexpected(event: object) -> DomainError:
+    return DomainError(
+        f"the assess step takes ReportClassified events, not {type(event).__name__}",
+        reason="unexpected_event",
+    )
 
 
 def load_known_hashes_file(ctx: Context, path: Path, *, replace: bool = False) -> int:
@@ -63,6 +87,7 @@ def spec(settings: Settings) -> StageSpec:
         name="assess",
         inputs=CLASSIFIED,
         handle=handle,
+        handle_batch=handle_batch,
         lanes=True,
         uses_db=True,
         on_start=_on_start,
