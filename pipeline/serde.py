@@ -485,7 +485,7 @@ def _expand(schema: Any, names: dict[str, Any], namespace: str = "") -> Any:
 
 
 class _BodyBytes:
-    """The bytes each recently decoded report body was read from, by body object.
+    """Bytes kept by object identity: here, the bytes each recently decoded report body was read from.
 
     A stage decodes an event, and its rules usually hand the same (immutable) ``ReportBody`` object on
     to the event they emit: encoding that event then writes the stored bytes instead of converting and
@@ -520,6 +520,10 @@ class _BodyBytes:
 
 
 _BODIES = _BodyBytes()
+_ENCODED = _BodyBytes()
+"""The bytes of the most recently encoded events, by event object: a stage that encodes an output to
+store it (route, prioritize, assess keep what they emitted) and then hands it to the runner, which
+encodes it to produce it, writes it once. Keyed by the event's type name (its schema is the current one)."""
 
 
 def fingerprint_of(event_type: type[Event] | str) -> bytes:
@@ -542,6 +546,9 @@ def encode(event: Event) -> bytes:
             reason="wrong_type",
             field="envelope.event_type",
         )
+    done = _ENCODED.get(event, codec.event_name)
+    if done is not None:
+        return done
     split = codec.split
     raw_body = _BODIES.get(getattr(event, "body", None), split.body_key) if split is not None else None
     try:
@@ -564,7 +571,9 @@ def encode(event: Event) -> bytes:
         raise (
             found or SerdeError(f"{codec.event_name} cannot be encoded ({exc}).", reason="wrong_type")
         ) from exc
-    return buf.getvalue()
+    out = buf.getvalue()
+    _ENCODED.put(event, codec.event_name, out)
+    return out
 
 
 # --- Decoding -------------------------------------------------------------------------------------
