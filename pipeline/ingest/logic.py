@@ -136,6 +136,9 @@ MIN_BASE64_RUN = 1_000
 _BASE64_RUN = re.compile(rf"[A-Za-z0-9+/=]{{{MIN_BASE64_RUN},}}")
 _BASE64_EXEMPT = frozenset({"urls", "profile_urls", "seen_at_url", "value"})
 _NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
+_DIGITS_AND_DOTS = re.compile(r"[0-9.]+")
+_SCHEME_ONLY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(?!\d)")
+_COUNTRY_CODE = re.compile(r"[A-Z]{2}")
 _BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 _SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 _HASH_PATTERNS = {
@@ -188,7 +191,7 @@ def normalize_host(host: str, field: str) -> str:
             host = idna.encode(host, uts46=True).decode("ascii")
         except idna.IDNAError:
             raise _refuse(field, "the URL's host is not a valid domain name") from None
-    if re.fullmatch(r"[0-9.]+", host) or _NUMERIC_LABEL.fullmatch(host.rsplit(".", 1)[-1]):
+    if _DIGITS_AND_DOTS.fullmatch(host) or _NUMERIC_LABEL.fullmatch(host.rsplit(".", 1)[-1]):
         # A browser reads a host whose last label is a number (``0x7f.0.0.1``, ``2130706433``) as an
         # IPv4 address in its own notation: only the plain dotted-decimal form is accepted.
         try:
@@ -223,7 +226,7 @@ def normalize_url(raw: str, field: str = "url") -> ev.UrlRef:
     if text.lower().startswith("data:"):
         raise _refuse(field, MEDIA_MESSAGE, "media_not_accepted")
     if "://" not in text:
-        scheme_only = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):(?!\d)", text)
+        scheme_only = _SCHEME_ONLY.match(text)
         if scheme_only:
             raise _refuse(
                 field,
@@ -344,6 +347,46 @@ def _string_problem(text: str, path: str, owner: str) -> DomainError | None:
     return None
 
 
+def _text_is_clean(text: str, exempt: bool) -> bool:
+    """``_string_problem`` without the error: True when it would find nothing (the common case, fast)."""
+    if not text.isascii() and not _is_encodable(text):
+        return False
+    # Every data: URI has a colon, and most text has none: the regular expression runs on the rest.
+    if ":" in text and _DATA_URI.search(text):
+        return False
+    return exempt or len(text) < MIN_BASE64_RUN or not _BASE64_RUN.search(text)
+
+
+def _looks_clean(value: Any, depth: int, exempt: bool) -> bool:  # noqa: PLR0911, PLR0912 - unrolled: runs on every value of every report
+    """True when ``scan_json`` would refuse nothing in ``value``: the same rules without building a path
+    for every value. False only sends the value through the reference walk, which names the field (or
+    finds nothing, e.g. for a key that is not a string)."""
+    if isinstance(value, str):
+        return _text_is_clean(value, exempt)
+    if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            return False
+        for key in value:
+            if type(key) is not str or not key.isascii() or key.lower() in MEDIA_FIELDS:
+                return False
+        for key, item in value.items():
+            if isinstance(item, str):
+                if not _text_is_clean(item, key in _BASE64_EXEMPT):
+                    return False
+            elif isinstance(item, dict | list) and not _looks_clean(item, depth + 1, key in _BASE64_EXEMPT):
+                return False
+    elif isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            return False
+        for item in value:
+            if isinstance(item, str):
+                if not _text_is_clean(item, exempt):
+                    return False
+            elif isinstance(item, dict | list) and not _looks_clean(item, depth + 1, exempt):
+                return False
+    return True
+
+
 def scan_json(value: Any) -> None:
     """Walk a parsed JSON value once, in document order, refusing the first of: a lone surrogate in a
     string or a key (the key's parent is named), nesting deeper than ``MAX_DEPTH``, a media field name,
@@ -351,6 +394,13 @@ def scan_json(value: Any) -> None:
 
     Raises ``DomainError`` naming the field; no other check should see a value before this one did.
     """
+    if _looks_clean(value, 0, False):
+        return
+    _scan_json_naming(value)
+
+
+def _scan_json_naming(value: Any) -> None:
+    """The reference walk of ``scan_json``: in document order, keeping each value's path to name it."""
     # (value, path, depth, owner): owner is the name of the field a value belongs to (a list's items
     # belong to the list's field), which exempts URLs and hash values from the base64 rule.
     stack: list[tuple[Any, str, int, str]] = [(value, "", 0, "")]
@@ -413,56 +463,119 @@ def _parse_time(value: Any, path: str) -> datetime:
     return parsed
 
 
-def _convert(hint: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:  # noqa: PLR0911, PLR0912 - one case per JSON type
+_Converter = Callable[[Any, str], Any]
+"""``(json_value, path) -> field value``: made once per type (``_converter``), raises DomainError."""
+
+
+def _convert(hint: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
+    """A JSON value as a field of type ``hint`` (``meta``: the field's limits). Raises DomainError."""
+    return _converter(hint, _meta_key(meta))(value, path)
+
+
+def _meta_key(meta: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(meta.items()))
+
+
+@cache
+def _converter(hint: Any, meta: tuple[tuple[str, Any], ...]) -> _Converter:  # noqa: PLR0911 - one case per JSON type
+    """The conversion of one field type, decided once: a report is converted by calling these closures,
+    never by inspecting types again (``typing.get_origin`` and friends cost more than the checks)."""
+    limits = dict(meta)
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
-        if value is None:
-            return None
         (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _convert(inner, value, path, meta)
+        return _optional(_converter(inner, meta))
     if origin is tuple:
+        item_hint = typing.get_args(hint)[0]
+        item_meta = (("max_length", limits["max_item_length"]),) if "max_item_length" in limits else ()
+        text_limit = dict(item_meta).get("max_length", MAX_TEXT) if item_hint is str else None
+        return _many(_converter(item_hint, item_meta), limits.get("max_items", MAX_ITEMS), text_limit)
+    if dataclasses.is_dataclass(hint):
+        return _record_converter(typing.cast(type, hint))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _choice(hint)
+    if hint is bool:
+        return _boolean
+    if hint is int:
+        return _whole_number
+    if hint is str:
+        return _text(limits.get("max_length", MAX_TEXT))
+    if hint is datetime:
+        return _parse_time
+    if hint is date:
+        return _parse_date
+    raise TypeError(f"no JSON conversion for {hint!r}")  # a new field type must be handled here
+
+
+def _optional(convert: _Converter) -> _Converter:
+    def optional(value: Any, path: str) -> Any:
+        return None if value is None else convert(value, path)
+
+    return optional
+
+
+def _many(convert_item: _Converter, limit: int, text_limit: int | None) -> _Converter:
+    def many(value: Any, path: str) -> tuple[Any, ...]:
         if not isinstance(value, list):
             raise _refuse(path, "must be a list")
-        limit = meta.get("max_items", MAX_ITEMS)
         if len(value) > limit:
             raise _refuse(path, f"has more than {limit} items")
-        item_hint = typing.get_args(hint)[0]
-        item_meta = {"max_length": meta["max_item_length"]} if "max_item_length" in meta else {}
-        return tuple(_convert(item_hint, v, f"{path}[{i}]", item_meta) for i, v in enumerate(value))
-    if dataclasses.is_dataclass(hint):
-        return build_record(typing.cast(type, hint), value, path)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        if text_limit is not None and all(isinstance(v, str) and len(v) <= text_limit for v in value):
+            return tuple(value)  # a list of short strings, the usual case: nothing to refuse
+        return tuple(convert_item(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+    return many
+
+
+def _choice(cls: type[enum.Enum]) -> _Converter:
+    expected = _type_name(cls)
+    members = {m.value: m for m in cls}
+
+    def choice(value: Any, path: str) -> Any:
         if not isinstance(value, str):
-            raise _refuse(path, f"must be {_type_name(hint)}")
+            raise _refuse(path, f"must be {expected}")
+        key = value.strip().lower()
+        member = members.get(key)
+        if member is not None:
+            return member
         try:
-            return hint(value.strip().lower())
+            return cls(key)
         except ValueError:
-            raise _refuse(path, f"{value!r} is not {_type_name(hint)}") from None
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise _refuse(path, "must be true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _refuse(path, "must be a whole number")
-        return value
-    if hint is str:
+            raise _refuse(path, f"{value!r} is not {expected}") from None
+
+    return choice
+
+
+def _boolean(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise _refuse(path, "must be true or false")
+    return value
+
+
+def _whole_number(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _refuse(path, "must be a whole number")
+    return value
+
+
+def _text(limit: int) -> _Converter:
+    def text(value: Any, path: str) -> str:
         if not isinstance(value, str):
             raise _refuse(path, "must be a string")
-        limit = meta.get("max_length", MAX_TEXT)
         if len(value) > limit:
             raise _refuse(path, f"is longer than {limit} characters", "too_long")
         return value
-    if hint is datetime:
-        return _parse_time(value, path)
-    if hint is date:
-        if not isinstance(value, str):
-            raise _refuse(path, f"must be {_type_name(hint)}")
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            raise _refuse(path, f"must be {_type_name(hint)}") from None
-    raise TypeError(f"no JSON conversion for {hint!r}")  # a new field type must be handled here
+
+    return text
+
+
+def _parse_date(value: Any, path: str) -> date:
+    if not isinstance(value, str):
+        raise _refuse(path, f"must be {_type_name(date)}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _refuse(path, f"must be {_type_name(date)}") from None
 
 
 @cache
@@ -475,23 +588,39 @@ def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
-def build_record(cls: type, data: Any, path: str) -> Any:
-    """A value record (Suspect, Victim, FileRef...) from a JSON object; unknown fields are refused."""
-    if not isinstance(data, dict):
-        raise _refuse(path, "must be an object")
+@cache
+def _record_converter(cls: type) -> _Converter:
     hints = _hints(cls)
     fields = _fields(cls)
-    for key in data:
-        if key not in fields:
-            raise _refuse(f"{path}.{key}", "is not a known field")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        p = f"{path}.{name}"
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], p, f.metadata)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise _refuse(p, "is required", "missing_field")
-    return cls(**kwargs)
+    specs = [
+        (
+            name,
+            _converter(hints[name], _meta_key(f.metadata)),
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
+        for name, f in fields.items()
+    ]
+
+    def record(data: Any, path: str) -> Any:
+        if not isinstance(data, dict):
+            raise _refuse(path, "must be an object")
+        for key in data:
+            if key not in fields:
+                raise _refuse(f"{path}.{key}", "is not a known field")
+        kwargs: dict[str, Any] = {}
+        for name, convert, required in specs:
+            if name in data:
+                kwargs[name] = convert(data[name], f"{path}.{name}")
+            elif required:
+                raise _refuse(f"{path}.{name}", "is required", "missing_field")
+        return cls(**kwargs)
+
+    return record
+
+
+def build_record(cls: type, data: Any, path: str) -> Any:
+    """A value record (Suspect, Victim, FileRef...) from a JSON object; unknown fields are refused."""
+    return _record_converter(cls)(data, path)
 
 
 CONTACT_FIELDS = ("name", "email", "phone", "preferred_language", "time_to_call")
@@ -517,6 +646,16 @@ _TOP_LEVEL: dict[str, str] = {
 }
 OTHER_FIELDS = ("submission_id", "anonymous", "contact", "intake_system")
 KNOWN_FIELDS = frozenset((*_TOP_LEVEL, *OTHER_FIELDS))
+
+
+@cache
+def _top_level_converters() -> tuple[tuple[str, str, _Converter], ...]:
+    hints = _hints(ev.ReportSubmitted)
+    fields = _fields(ev.ReportSubmitted)
+    return tuple(
+        (json_name, name, _converter(hints[name], _meta_key(fields[name].metadata)))
+        for json_name, name in _TOP_LEVEL.items()
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -603,12 +742,11 @@ def parse_report(
         raise _refuse("intake_system", "is set by a partner's intake client, never by the public web form")
     if "description" not in data or data["description"] is None:
         raise _refuse("description", "is required: say in a few words what you saw", "missing_field")
-    hints = _hints(ev.ReportSubmitted)
-    metas = {n: f.metadata for n, f in _fields(ev.ReportSubmitted).items()}
     fields: dict[str, Any] = {}
-    for json_name, field_name in _TOP_LEVEL.items():
-        if json_name in data and data[json_name] is not None:
-            fields[field_name] = _convert(hints[field_name], data[json_name], json_name, metas[field_name])
+    for json_name, field_name, convert in _top_level_converters():
+        value = data.get(json_name)
+        if value is not None:
+            fields[field_name] = convert(value, json_name)
     if not str(fields["description"]).strip():
         raise _refuse("description", "is empty: say in a few words what you saw", "missing_field")
     fields.setdefault("language", ev.Language.EN)
@@ -623,7 +761,7 @@ def parse_report(
         raise _refuse("anonymous", "an anonymous report cannot carry contact details; drop one of them")
     intake_system = data.get("intake_system")
     if intake_system is not None:
-        intake_system = _convert(str, intake_system, "intake_system", {"max_length": 200})
+        intake_system = _text(200)(intake_system, "intake_system")
     fields = _check_content(fields, now or datetime.now(UTC))
     return ParsedReport(
         submission_id=submission_id,
@@ -654,7 +792,9 @@ def _check_content(fields: dict[str, Any], now: datetime) -> dict[str, Any]:
         submitted_at=now,
         **fields,
     )
-    normalized_content(probe, now=now)  # raises DomainError naming the field
+    # Raises DomainError naming the field. The reporter's location, the only check of the split that is
+    # not an address, was made above (and is idempotent).
+    _normalise_addresses(probe, now)
     return fields
 
 
@@ -665,7 +805,7 @@ def _check_location(loc: ev.Location, path: str) -> ev.Location:
         raise _refuse(
             f"{path}.province", "must be a two-letter Canadian province or territory code (e.g. ON)"
         )
-    if country is not None and not re.fullmatch(r"[A-Z]{2}", country):
+    if country is not None and not _COUNTRY_CODE.fullmatch(country):
         raise _refuse(f"{path}.country", "must be a two-letter ISO 3166 country code (e.g. CA)")
     return ev.Location(province=province, country=country, city=loc.city)
 
@@ -816,15 +956,24 @@ def check_times_and_victim(event: ev.ReportSubmitted, reference: datetime) -> No
         )
 
 
-def normalized_content(event: ev.ReportSubmitted, now: datetime | None = None) -> Content:  # noqa: PLR0912, PLR0915 - the whole split in one readable pass
-    """Normalise every address of a submission and split it into one incident per technology.
+@dataclass(slots=True)
+class _Addresses:
+    """A submission's addresses normalised (the part of ``normalized_content`` that can refuse a field)."""
 
-    ``now`` (when ingest receives it; default: the submission time) bounds the times and the date of
-    birth, see ``check_times_and_victim``. Raises ``DomainError`` naming the first invalid field
-    (``urls[1]``, ``suspect.phones[0]``, ``victim.date_of_birth``...).
-    """
+    suspect: ev.Suspect | None
+    urls: dict[ev.Technology, list[ev.UrlRef]]
+    url_index: dict[str, ev.Technology]
+    emails: list[str]
+    phones: list[str]
+    ips: list[str]
+    usernames: list[str]
+    files: list[tuple[ev.FileRef, ev.Technology | None]]
+
+
+def _normalise_addresses(event: ev.ReportSubmitted, now: datetime | None) -> _Addresses:
+    """Check the times and normalise every address, in field order. Raises DomainError naming the first
+    invalid field. Intake (``parse_report``) stops here; ingest goes on to split into incidents."""
     check_times_and_victim(event, event.submitted_at if now is None else min(event.submitted_at, now))
-    report_id = event.envelope.report_id
     suspect = event.suspect
     urls: dict[ev.Technology, list[ev.UrlRef]] = {}
     url_index: dict[str, ev.Technology] = {}
@@ -871,7 +1020,29 @@ def normalized_content(event: ev.ReportSubmitted, now: datetime | None = None) -
                 url_index[ref.normalized] = tech
                 urls.setdefault(tech, []).append(ref)
         files.append((ev.FileRef(file_name=f.file_name, hashes=hashes, seen_at_url=seen), tech))
+    return _Addresses(
+        suspect=suspect,
+        urls=urls,
+        url_index=url_index,
+        emails=emails,
+        phones=phones,
+        ips=ips,
+        usernames=usernames,
+        files=files,
+    )
 
+
+def normalized_content(event: ev.ReportSubmitted, now: datetime | None = None) -> Content:  # noqa: PLR0912 - the whole split in one readable pass
+    """Normalise every address of a submission and split it into one incident per technology.
+
+    ``now`` (when ingest receives it; default: the submission time) bounds the times and the date of
+    birth, see ``check_times_and_victim``. Raises ``DomainError`` naming the first invalid field
+    (``urls[1]``, ``suspect.phones[0]``, ``victim.date_of_birth``...).
+    """
+    found = _normalise_addresses(event, now)
+    report_id = event.envelope.report_id
+    suspect, urls, url_index, files = found.suspect, found.urls, found.url_index, found.files
+    emails, phones, ips, usernames = found.emails, found.phones, found.ips, found.usernames
     tech_details = event.tech
     parts: dict[ev.Technology, dict[str, list[Any]]] = {}
 
@@ -913,13 +1084,13 @@ def normalized_content(event: ev.ReportSubmitted, now: datetime | None = None) -
         target = ev.Technology.PEER_TO_PEER if ev.Technology.PEER_TO_PEER in parts else ev.Technology.WEB_PAGE
         part(target)["ips"].extend(ips)
     for fref, seen_tech in files:
-        tech = seen_tech
-        if tech is None:
-            tech = next(
+        owner = seen_tech
+        if owner is None:
+            owner = next(
                 (t for t in (ev.Technology.PEER_TO_PEER, ev.Technology.WEB_PAGE) if t in parts),
                 next(iter(parts), ev.Technology.WEB_PAGE),
             )
-        part(tech)["files"].append(fref)
+        part(owner)["files"].append(fref)
     if not parts:
         part(ev.Technology.NON_INTERNET)
 

@@ -1,0 +1,100 @@
+"""The fast paths of intake validation refuse exactly what the reference rules refuse, naming the same field."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import events as ev
+from pipeline.errors import DomainError
+from pipeline.ingest import logic
+
+# Strings that trip each rule, mixed with ordinary ones.
+TEXTS = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "\ud800",
+            "ok \udfff",
+            "data:,x",
+            "see DATA:image/png;base64,AAAA",
+            "metadata: fine",
+            "Q" * logic.MIN_BASE64_RUN,
+            "Q" * (logic.MIN_BASE64_RUN - 1),
+            "caf\u00e9",
+            "https://example.com/" + "a" * logic.MIN_BASE64_RUN,
+        ]
+    ),
+)
+KEYS = st.one_of(
+    st.text(max_size=8),
+    st.sampled_from(
+        ["image", "Photos", "urls", "value", "seen_at_url", "profile_urls", "\ud800", "caf\u00e9"]
+    ),
+)
+JSON: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), TEXTS),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(KEYS, children, max_size=4)),
+    max_leaves=30,
+)
+
+
+def _outcome(scan: Any, value: Any) -> tuple[str, str | None, str] | None:
+    try:
+        scan(value)
+    except DomainError as exc:
+        return (str(exc), exc.field, exc.reason)
+    return None
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "x"
+    for i in range(depth):
+        value = [value] if i % 2 else {"a": value}
+    return value
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSON)
+def test_fast_scan_refuses_what_the_reference_walk_refuses(value: Any) -> None:
+    """scan_json's fast check and the path-keeping walk agree on every value, error and field alike."""
+    assert _outcome(logic.scan_json, value) == _outcome(logic._scan_json_naming, value)
+
+
+@pytest.mark.parametrize("depth", [logic.MAX_DEPTH - 1, logic.MAX_DEPTH, logic.MAX_DEPTH + 1, 200])
+def test_fast_scan_agrees_on_nesting_depth(depth: int) -> None:
+    """Nesting just under, at and over the limit is judged the same way by both walks."""
+    value = {"description": "x", "suspect": _nested(depth)}
+    assert _outcome(logic.scan_json, value) == _outcome(logic._scan_json_naming, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(TEXTS, st.integers(), st.none(), st.sampled_from(["x" * 1_001, "y" * 8_193])), max_size=5
+    ),
+    st.sampled_from(["urls", "usernames_reported", "emails_reported"]),
+)
+def test_list_fields_convert_as_one_item_at_a_time(items: list[Any], name: str) -> None:
+    """A list field's shortcut for plain strings converts (or refuses) exactly as item by item."""
+    hint = logic._hints(ev.ReportSubmitted)[logic._TOP_LEVEL.get(name, name)]
+    meta = logic._fields(ev.ReportSubmitted)[name].metadata
+    convert = logic._converter(hint, logic._meta_key(meta))
+    item_meta = {"max_length": meta["max_item_length"]} if "max_item_length" in meta else {}
+    item = logic._converter(typing.get_args(hint)[0], logic._meta_key(item_meta))
+
+    def one_by_one(value: list[Any]) -> tuple[Any, ...]:
+        return tuple(item(v, f"{name}[{i}]") for i, v in enumerate(value))
+
+    assert _result(convert, items, name) == _result(lambda v, _p: one_by_one(v), items, name)
+
+
+def _result(convert: Any, value: Any, path: str) -> Any:
+    try:
+        return ("ok", convert(value, path))
+    except DomainError as exc:
+        return ("refused", str(exc), exc.field, exc.reason)
