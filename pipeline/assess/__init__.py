@@ -5,7 +5,7 @@
   ``ReportAssessed`` (automated, simulated or an analyst's) with a deterministic id.
 * ``simulated``: the simulated analyst's reproducible policy (pure).
 * ``queue``: the PostgreSQL work queue - ``enqueue_classified`` and ``enqueue_classified_many`` (the
-  stage), ``claim_next``, ``find``, ``record_decision`` (check, produce with ack, mark decided) and
-  ``simulate`` (simulated analysts).
+  stage), ``claim`` / ``claim_next``, ``find``, ``record_decisions`` / ``record_decision`` (check,
+  produce with ack, mark decided) and ``simulate`` (simulated analysts, claiming runs of reports).
 * ``stage``: the Kafka wiring (``tipline stage assess``); ``cli``: ``tipline analyst ...``.
 """

@@ -146,7 +146,7 @@ def decide(  # noqa: PLR0917 - typer maps each command-line option to a paramete
 
 
 @app.command("simulate")
-def simulate(
+def simulate(  # noqa: PLR0917 - typer maps each command-line option to a parameter
     seed: Annotated[int, typer.Option(help="Seed of the simulated analysts' decisions.")] = 7,
     analysts: Annotated[
         int, typer.Option(min=1, max=32, help="How many simulated analysts work at once.")
@@ -162,12 +162,25 @@ def simulate(
         float, typer.Option(min=0, help="With --until-empty: how long the queue must stay empty first.")
     ] = 2.0,
     claim_minutes: ClaimMinutes = 15.0,
+    batch: Annotated[
+        int,
+        typer.Option(
+            "--batch",
+            min=1,
+            max=500,
+            help=(
+                "How many reports each simulated analyst claims and decides at once (one claim and one "
+                "decision transaction, one wait for the broker). A run stands in for a larger team working "
+                "in parallel; a person's `analyst next` / `decide` stays one report at a time."
+            ),
+        ),
+    ] = 50,
 ) -> None:
     """Run simulated analysts (labelled `simulated:seed=N` in every event) through the same queue."""
     settings = bootstrap.settings()
     stop = threading.Event()
-    # A stopped (SIGTERM) analyst finishes the decision in hand; a killed one (SIGKILL) leaves a claim
-    # that the same worker name takes back when restarted, or that expires for the others.
+    # A stopped (SIGTERM) analyst finishes the run in hand; a killed one (SIGKILL) leaves claims that
+    # the same worker name takes back when restarted, or that expire for the others.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     summary = queue.simulate(
@@ -178,6 +191,7 @@ def simulate(
         idle_s=idle_seconds,
         ttl=timedelta(minutes=claim_minutes),
         stop=stop,
+        batch=batch,
     )
     table = Table(title=f"Simulated determinations (seed={seed})")
     table.add_column("determination")

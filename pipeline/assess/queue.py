@@ -6,14 +6,17 @@ simulated analysts and the tests all call these functions, so there is one way t
   never resets a claim or a decision; a replayed event changes nothing and re-emits the same output.
   ``enqueue_classified_many`` does the same for a run of events in a few round trips (the stage's
   ``handle_batch``); the record-by-record function stays the reference it is tested against.
-* ``claim_next`` takes the most urgent open report (level, then arrival) with ``FOR UPDATE SKIP
-  LOCKED``, so two analysts never get the same one; a claim not decided within its time-to-live
-  becomes claimable again.
-* ``record_decision`` checks everything first (the report exists, nobody else holds it, it is not
-  already decided unless the analyst revises), then produces ``ReportAssessed`` with an idempotent
-  producer and waits for the broker's acknowledgement, and only then marks the row decided, in the
-  same database transaction that locked the row. A failure anywhere leaves the row as it was; a retry
-  of the same decision produces the same event id.
+* ``claim`` takes the most urgent open reports (level, then arrival) with ``FOR UPDATE SKIP LOCKED``,
+  so two analysts never get the same one; a claim not decided within its time-to-live becomes
+  claimable again. ``claim_next`` (a person's ``analyst next``) is its one-report case; the simulated
+  analysts claim runs of reports.
+* ``record_decisions`` checks each request first (the report exists, nobody else holds it, it is not
+  already decided unless the analyst revises, the note fits), then produces the accepted
+  ``ReportAssessed`` events with an idempotent producer and waits for the broker's acknowledgement of
+  all, and only then marks the rows decided, in the same database transaction that locked them. A
+  refused request refuses its report only; a failure anywhere else leaves every row as it was; a retry
+  of the same decision produces the same event id. ``record_decision`` (a person's ``analyst decide``)
+  is its one-request case, so the checks exist once.
 """
 
 from __future__ import annotations
@@ -540,14 +543,23 @@ def find(conn: Conn, namespace: str, report: str) -> QueueItem | None:
         return _item(row, _history(conn, namespace, row["report_id"]))
 
 
-def claim_next(
-    conn: Conn, namespace: str, owner: str, *, now: datetime, ttl: timedelta = DEFAULT_CLAIM_TTL
-) -> QueueItem | None:
-    """Claim the most urgent open report for ``owner`` (or return the one they already hold).
+def claim(
+    conn: Conn,
+    namespace: str,
+    owner: str,
+    *,
+    now: datetime,
+    ttl: timedelta = DEFAULT_CLAIM_TTL,
+    limit: int = 1,
+) -> list[QueueItem]:
+    """Claim up to ``limit`` of the most urgent open reports for ``owner``, most urgent first.
 
-    ``SKIP LOCKED`` lets concurrent analysts pass over a row another one is claiming at this instant;
-    a claim whose time ran out counts as open.
+    The reports ``owner`` already holds come first (their claims extended): a restarted analyst gets
+    back what it held rather than more. ``SKIP LOCKED`` lets concurrent analysts pass over rows another
+    one is claiming at this instant; a claim whose time ran out counts as open. One transaction.
     """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         held = cur.execute(
             f"UPDATE assess_queue SET claim_expires_at = %s, updated_at = %s "  # noqa: S608 - a constant column list
@@ -555,21 +567,35 @@ def claim_next(
             f"RETURNING {_COLUMNS}",
             (now + ttl, now, namespace, owner, now),
         ).fetchall()
-        if held:
-            return _item(min(held, key=lambda r: (r["level"], r["arrival_seq"])))
-        row = cur.execute(
-            f"UPDATE assess_queue q SET status = 'claimed', claimed_by = %s, claim_expires_at = %s, "  # noqa: S608 - constant columns
-            "updated_at = %s "
-            f"FROM (SELECT namespace, report_id FROM assess_queue WHERE namespace = %s AND "
-            f"(status = 'open' OR (status = 'claimed' AND claim_expires_at <= %s)) "
-            f"ORDER BY level, arrival_seq LIMIT 1 FOR UPDATE SKIP LOCKED) AS pick "
-            f"WHERE q.namespace = pick.namespace AND q.report_id = pick.report_id RETURNING {_prefixed('q')}",
-            (owner, now + ttl, now, namespace, now),
-        ).fetchone()
-    if row is None:
-        return None
-    log.info("report_claimed", report_id=row["report_id"], owner=owner, level=row["level"])
-    return _item(row)
+        held.sort(key=_urgency)
+        fresh: list[dict[str, Any]] = []
+        if len(held) < limit:
+            fresh = cur.execute(
+                f"UPDATE assess_queue q SET status = 'claimed', claimed_by = %s, claim_expires_at = %s, "  # noqa: S608 - constant columns
+                "updated_at = %s "
+                f"FROM (SELECT namespace, report_id FROM assess_queue WHERE namespace = %s AND "
+                f"(status = 'open' OR (status = 'claimed' AND claim_expires_at <= %s)) "
+                f"ORDER BY level, arrival_seq LIMIT %s FOR UPDATE SKIP LOCKED) AS pick "
+                f"WHERE q.namespace = pick.namespace AND q.report_id = pick.report_id RETURNING {_prefixed('q')}",
+                (owner, now + ttl, now, namespace, now, limit - len(held)),
+            ).fetchall()
+    # One person's claim is worth an info line; a simulated team's runs log per report at debug only.
+    say = log.info if limit == 1 else log.debug
+    for row in fresh:
+        say("report_claimed", report_id=row["report_id"], owner=owner, level=row["level"])
+    return [_item(row) for row in sorted([*held[:limit], *fresh], key=_urgency)]
+
+
+def _urgency(row: dict[str, Any]) -> tuple[int, int]:
+    return (row["level"], row["arrival_seq"])
+
+
+def claim_next(
+    conn: Conn, namespace: str, owner: str, *, now: datetime, ttl: timedelta = DEFAULT_CLAIM_TTL
+) -> QueueItem | None:
+    """Claim the most urgent open report for ``owner`` (or return the one they already hold)."""
+    items = claim(conn, namespace, owner, now=now, ttl=ttl, limit=1)
+    return items[0] if items else None
 
 
 def _prefixed(alias: str) -> str:
@@ -605,25 +631,40 @@ class Publisher:
         self._timeout = timeout_s
 
     def publish(self, event: ReportAssessed) -> None:
+        self.publish_many([event])
+
+    def publish_many(self, events: Sequence[ReportAssessed]) -> None:
+        """Produce every event, then wait once for all acknowledgements; raise unless all were acknowledged."""
         errors: list[str] = []
 
         def delivered(err: Any, _msg: Any) -> None:
             if err is not None:
                 errors.append(str(err.str()))
 
-        self._producer.produce(
-            self._topic,
-            key=event.envelope.report_id.encode(),
-            value=serde.encode(event),
-            headers=list[tuple[str, str | bytes | None]](serde.headers_for(event)),
-            on_delivery=delivered,
-        )
+        for event in events:
+            value = serde.encode(event)
+            headers = list[tuple[str, str | bytes | None]](serde.headers_for(event))
+            while True:
+                try:
+                    self._producer.produce(
+                        self._topic,
+                        key=event.envelope.report_id.encode(),
+                        value=value,
+                        headers=headers,
+                        on_delivery=delivered,
+                    )
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain, then go on
+                    self._producer.poll(0.05)
         remaining = self._producer.flush(self._timeout)
         if remaining or errors:
             detail = errors[0] if errors else f"no acknowledgement within {self._timeout:.0f} s"
-            raise ServiceError(
-                f"Kafka did not acknowledge the determination ({detail}); nothing was recorded."
+            what = (
+                "the determination"
+                if len(events) == 1
+                else f"{len(errors) or remaining} of {len(events)} determinations"
             )
+            raise ServiceError(f"Kafka did not acknowledge {what} ({detail}); nothing was recorded.")
 
     def close(self) -> None:
         self._producer.flush(self._timeout)
@@ -642,6 +683,15 @@ class DecisionRequest:
     revise: bool = False
 
 
+DecisionOutcome = ReportAssessed | QueueError | DomainError
+"""What became of one request: the event recorded, or why it was refused (nothing recorded for it)."""
+
+_DECISION_COLUMNS = (
+    "report_id, report_number, status, claimed_by, claim_expires_at, decided_by, decided_at, "
+    "assessment_event_id, payload, contact_key_id, contact_nonce, contact_ciphertext, contact_algorithm"
+)
+
+
 def record_decision(
     conn: Conn,
     publish: Callable[[ReportAssessed], None],
@@ -651,72 +701,139 @@ def record_decision(
     now: datetime,
 ) -> ReportAssessed:
     """Check, produce (ack awaited), then mark decided; nothing is written when a check fails."""
-    if request.note is not None and len(request.note) > MAX_NOTE:
-        raise DomainError(
+
+    def publish_one(events: Sequence[ReportAssessed]) -> None:
+        for event in events:
+            publish(event)
+
+    (outcome,) = record_decisions(conn, publish_one, namespace, [request], now=now)
+    if isinstance(outcome, QueueError | DomainError):
+        raise outcome
+    return outcome
+
+
+def record_decisions(
+    conn: Conn,
+    publish: Callable[[Sequence[ReportAssessed]], None],
+    namespace: str,
+    requests: Sequence[DecisionRequest],
+    *,
+    now: datetime,
+) -> list[DecisionOutcome]:
+    """Record a run of decisions in one transaction: check each, produce all (acks awaited), mark all.
+
+    Returns one outcome per request, in order: its ``ReportAssessed``, or the ``QueueError`` (unknown
+    report, someone else's claim, already decided without ``revise``) or ``DomainError`` (note too long)
+    that refused it alone. The rows are locked in report order and each request is checked against them
+    as the earlier requests of the run left them. The accepted events are produced and acknowledged by
+    the broker before any row is marked decided; if ``publish`` raises, nothing is marked (an event the
+    broker did take is produced again with the same id by a retry, which the route step ignores).
+    """
+    outcomes: list[DecisionOutcome | None] = [
+        DomainError(
             f"The note is longer than {MAX_NOTE} characters; shorten it.", reason="too_long", field="note"
         )
+        if r.note is not None and len(r.note) > MAX_NOTE
+        else None
+        for r in requests
+    ]
+    wanted = sorted({r.report for r, o in zip(requests, outcomes, strict=True) if o is None})
+    if not wanted:
+        return [o for o in outcomes if o is not None]
+    decided: list[tuple[ReportAssessed, str]] = []
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT report_id, status, claimed_by, claim_expires_at, decided_by, decided_at, "
-            "assessment_event_id, "
-            "payload, contact_key_id, contact_nonce, contact_ciphertext, contact_algorithm FROM assess_queue "
-            "WHERE namespace = %s AND (report_id = %s OR report_number = %s) "
-            "ORDER BY report_id = %s DESC LIMIT 1 FOR UPDATE",
-            (namespace, request.report, request.report, request.report),
-        ).fetchone()
-        if row is None:
-            raise QueueError(
-                f"No report {request.report!r} is in the analysts' queue; check the report number."
-            )
-        if (
-            row["status"] == "claimed"
-            and row["claimed_by"] != request.claim_owner
-            and row["claim_expires_at"] > now
-        ):
-            raise QueueError(
-                f"Report {request.report} is claimed by {row['claimed_by']} until "
-                f"{row['claim_expires_at'].astimezone(UTC):%Y-%m-%d %H:%M} UTC; nothing was recorded."
-            )
-        supersedes: str | None = None
-        if row["status"] == "decided":
-            if not request.revise:
-                raise QueueError(
-                    f"Report {request.report} was already decided by {row['decided_by']}; "
-                    "pass --revise to record a new determination that supersedes it."
+        rows = cur.execute(
+            f"SELECT {_DECISION_COLUMNS} FROM assess_queue "  # noqa: S608 - a constant column list
+            "WHERE namespace = %s AND (report_id = ANY(%s::text[]) OR report_number = ANY(%s::text[])) "
+            "ORDER BY report_id FOR UPDATE",
+            (namespace, wanted, wanted),
+        ).fetchall()
+        by_id = {row["report_id"]: row for row in rows}
+        by_number: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            by_number.setdefault(row["report_number"], row)
+        for i, request in enumerate(requests):
+            if outcomes[i] is not None:
+                continue
+            found = by_id.get(request.report) or by_number.get(request.report)
+            if found is None:
+                outcomes[i] = QueueError(
+                    f"No report {request.report!r} is in the analysts' queue; check the report number."
                 )
-            supersedes = row["assessment_event_id"]
-        classified = serde.decode(bytes(row["payload"]))
-        if not isinstance(classified, ReportClassified):
-            raise ServiceError(f"The queue row of report {request.report} does not hold a classified report.")
-        if row["contact_key_id"] is not None:
-            contact = EncryptedContact(
-                key_id=row["contact_key_id"],
-                nonce=bytes(row["contact_nonce"]),
-                ciphertext=bytes(row["contact_ciphertext"]),
-                algorithm=row["contact_algorithm"],
+                continue
+            try:
+                assessed = _decision(found, request, now)
+            except QueueError as exc:
+                outcomes[i] = exc
+                continue
+            # The next request of the run for the same report sees this decision.
+            found.update(
+                status="decided",
+                claimed_by=None,
+                claim_expires_at=None,
+                decided_by=request.actor.id,
+                assessment_event_id=assessed.envelope.event_id,
             )
-            classified = dataclasses.replace(
-                classified, body=dataclasses.replace(classified.body, contact=contact)
-            )
-        assessed = logic.assessment(
-            classified,
-            actor=request.actor,
-            determination=request.determination,
-            child_may_need_protection=request.child_may_need_protection,
-            note=request.note,
-            supersedes=supersedes,
-            occurred_at=now,
+            outcomes[i] = assessed
+            decided.append((assessed, request.actor.id))
+        if decided:
+            # Raises (and the transaction rolls back, nothing marked) unless the broker acknowledged them all.
+            publish([a for a, _by in decided])
+            _mark_decided(conn, namespace, decided)
+    # A person's decision is worth an info line; a simulated team's runs log per report at debug only.
+    say = log.info if len(requests) == 1 else log.debug
+    for assessed, by in decided:
+        say(
+            "report_assessed",
+            report_id=assessed.envelope.report_id,
+            determination=assessed.determination.value,
+            actor=by,
+            supersedes=assessed.supersedes,
         )
-        publish(assessed)  # raises (and the transaction rolls back) unless the broker acknowledged it
-        _mark_decided(conn, namespace, [(assessed, request.actor.id)])
-    log.info(
-        "report_assessed",
-        report_id=assessed.envelope.report_id,
-        determination=assessed.determination.value,
-        actor=request.actor.id,
+    return [o for o in outcomes if o is not None]
+
+
+def _decision(row: dict[str, Any], request: DecisionRequest, now: datetime) -> ReportAssessed:
+    """The event a request records on its locked row, or the ``QueueError`` that refuses it."""
+    if (
+        row["status"] == "claimed"
+        and row["claimed_by"] != request.claim_owner
+        and row["claim_expires_at"] > now
+    ):
+        raise QueueError(
+            f"Report {request.report} is claimed by {row['claimed_by']} until "
+            f"{row['claim_expires_at'].astimezone(UTC):%Y-%m-%d %H:%M} UTC; nothing was recorded."
+        )
+    supersedes: str | None = None
+    if row["status"] == "decided":
+        if not request.revise:
+            raise QueueError(
+                f"Report {request.report} was already decided by {row['decided_by']}; "
+                "pass --revise to record a new determination that supersedes it."
+            )
+        supersedes = row["assessment_event_id"]
+    classified = serde.decode(bytes(row["payload"]))
+    if not isinstance(classified, ReportClassified):
+        raise ServiceError(f"The queue row of report {request.report} does not hold a classified report.")
+    if row["contact_key_id"] is not None:
+        contact = EncryptedContact(
+            key_id=row["contact_key_id"],
+            nonce=bytes(row["contact_nonce"]),
+            ciphertext=bytes(row["contact_ciphertext"]),
+            algorithm=row["contact_algorithm"],
+        )
+        classified = dataclasses.replace(
+            classified, body=dataclasses.replace(classified.body, contact=contact)
+        )
+    return logic.assessment(
+        classified,
+        actor=request.actor,
+        determination=request.determination,
+        child_may_need_protection=request.child_may_need_protection,
+        note=request.note,
         supersedes=supersedes,
+        occurred_at=now,
     )
-    return assessed
 
 
 # --- Simulated analysts -----------------------------------------------------------------------------
@@ -741,89 +858,163 @@ def simulate(
     ttl: timedelta = DEFAULT_CLAIM_TTL,
     stop: threading.Event | None = None,
     max_decisions: int | None = None,
+    batch: int = 1,
 ) -> SimulationSummary:
     """Run ``analysts`` simulated analysts that claim and decide through the same queue functions.
 
-    Each stops when the queue has had nothing open for ``idle_s`` seconds (``until_empty``), when
-    ``stop`` is set, or when ``max_decisions`` were made in all.
+    Each claims up to ``batch`` reports at once (``claim``) and records their decisions in one
+    transaction with one wait for the broker (``record_decisions``): a simulated analyst with a run of
+    reports stands in for a larger team working in parallel, at two transactions per run instead of two
+    per report. A refused decision (someone else's claim meanwhile) refuses that report only. Each stops
+    when the queue has had nothing open for ``idle_s`` seconds (``until_empty``), when ``stop`` is set,
+    or when ``max_decisions`` were made in all.
     """
-    stop = stop or threading.Event()
-    summary = SimulationSummary()
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-    actor = simulated.simulated_actor(seed)
-    namespace = settings.topic_suffix
-
-    def worker(index: int) -> None:
-        owner = f"simulated.seed{seed}.{index}"
-        publisher = Publisher(settings)
-        try:
-            with connect(settings) as conn:
-                idle_since: float | None = None
-                while not stop.is_set():
-                    with lock:
-                        if max_decisions is not None and summary.decided >= max_decisions:
-                            return
-                    item = claim_next(conn, namespace, owner, now=now_utc(), ttl=ttl)
-                    if item is None:
-                        idle_since = idle_since or time.monotonic()
-                        if until_empty and time.monotonic() - idle_since >= idle_s:
-                            return
-                        stop.wait(0.2)
-                        continue
-                    idle_since = None
-                    choice = simulated.decide(item.classified, seed)
-                    request = DecisionRequest(
-                        report=item.report_id,
-                        actor=actor,
-                        claim_owner=owner,
-                        determination=choice.determination,
-                        child_may_need_protection=choice.child_may_need_protection,
-                        note=choice.note,
-                    )
-                    try:
-                        record_decision(conn, publisher.publish, namespace, request, now=now_utc())
-                    except QueueError:
-                        with lock:
-                            summary.refused += 1
-                        continue
-                    with lock:
-                        summary.decided += 1
-                        summary.determinations[choice.determination.value] += 1
-                        summary.child_protection += int(choice.child_may_need_protection)
-                        summary.by_worker[owner] += 1
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
-            errors.append(exc)
-            stop.set()
-        finally:
-            publisher.close()
-
-    threads = [threading.Thread(target=worker, args=(i,), name=f"sim-analyst-{i}") for i in range(analysts)]
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    team = _Team(
+        settings,
+        seed=seed,
+        ttl=ttl,
+        batch=batch,
+        max_decisions=max_decisions,
+        stop=stop or threading.Event(),
+    )
+    threads = [
+        threading.Thread(target=team.worker, args=(i, until_empty, idle_s), name=f"sim-analyst-{i}")
+        for i in range(analysts)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         while t.is_alive():
             t.join(0.5)  # short waits keep the main thread responsive to SIGTERM/SIGINT
-    if errors:
-        raise errors[0]
-    return summary
+    if team.errors:
+        raise team.errors[0]
+    return team.summary
+
+
+class _Team:
+    """The simulated analysts of one ``simulate`` call: their summary, quota and first error, shared."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        seed: int,
+        ttl: timedelta,
+        batch: int,
+        max_decisions: int | None,
+        stop: threading.Event,
+    ) -> None:
+        self.settings = settings
+        self.namespace = settings.topic_suffix
+        self.seed = seed
+        self.actor = simulated.simulated_actor(seed)
+        self.ttl = ttl
+        self.batch = batch
+        self.max_decisions = max_decisions
+        self.stop = stop
+        self.summary = SimulationSummary()
+        self.errors: list[BaseException] = []
+        self.lock = threading.Lock()
+        self.in_hand = 0
+        """Reports claimed by the workers and not yet decided, counted against ``max_decisions``."""
+
+    def _take_quota(self) -> int:
+        """How many reports a worker may claim now (0: none until the others finish theirs)."""
+        with self.lock:
+            room = self.batch
+            if self.max_decisions is not None:
+                room = max(min(room, self.max_decisions - self.summary.decided - self.in_hand), 0)
+            self.in_hand += room
+            return room
+
+    def _done(self) -> bool:
+        with self.lock:
+            return self.max_decisions is not None and self.summary.decided >= self.max_decisions
+
+    def worker(self, index: int, until_empty: bool, idle_s: float) -> None:
+        owner = f"simulated.seed{self.seed}.{index}"
+        publisher = Publisher(self.settings)
+        try:
+            with connect(self.settings) as conn:
+                idle_since: float | None = None
+                while not self.stop.is_set():
+                    limit = self._take_quota()
+                    try:
+                        claimed = self._work_through(conn, publisher, owner, limit) if limit else 0
+                    finally:
+                        with self.lock:
+                            self.in_hand -= limit
+                    if claimed:
+                        idle_since = None
+                    elif limit == 0:
+                        if self._done():
+                            return
+                        self.stop.wait(0.05)  # the others hold the rest of the quota; they may be refused
+                    else:
+                        idle_since = idle_since or time.monotonic()
+                        if until_empty and time.monotonic() - idle_since >= idle_s:
+                            return
+                        self.stop.wait(0.2)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by simulate
+            self.errors.append(exc)
+            self.stop.set()
+        finally:
+            publisher.close()
+
+    def _work_through(self, conn: Conn, publisher: Publisher, owner: str, limit: int) -> int:
+        """Claim up to ``limit`` reports and record the simulated decisions on them; how many were claimed."""
+        items = claim(conn, self.namespace, owner, now=now_utc(), ttl=self.ttl, limit=limit)
+        if not items:
+            return 0
+        choices = [simulated.decide(item.classified, self.seed) for item in items]
+        requests = [
+            DecisionRequest(
+                report=item.report_id,
+                actor=self.actor,
+                claim_owner=owner,
+                determination=choice.determination,
+                child_may_need_protection=choice.child_may_need_protection,
+                note=choice.note,
+            )
+            for item, choice in zip(items, choices, strict=True)
+        ]
+        outcomes = record_decisions(conn, publisher.publish_many, self.namespace, requests, now=now_utc())
+        with self.lock:
+            for choice, outcome in zip(choices, outcomes, strict=True):
+                if isinstance(outcome, DomainError):
+                    raise outcome  # the simulated policy wrote something an event refuses: a bug, stop
+                if isinstance(outcome, QueueError):
+                    self.summary.refused += 1
+                    continue
+                self.summary.decided += 1
+                self.summary.determinations[choice.determination.value] += 1
+                self.summary.child_protection += int(choice.child_may_need_protection)
+                self.summary.by_worker[owner] += 1
+        return len(items)
 
 
 __all__ = [
     "DEFAULT_CLAIM_TTL",
     "ActorKind",
+    "ConcurrentEnqueue",
+    "DecisionOutcome",
     "DecisionRequest",
     "Publisher",
     "QueueError",
     "QueueItem",
     "RoleError",
     "SimulationSummary",
+    "claim",
     "claim_next",
     "enqueue_classified",
+    "enqueue_classified_many",
     "find",
     "known_among",
     "load_known_hashes",
     "open_count",
     "record_decision",
+    "record_decisions",
     "simulate",
 ]
