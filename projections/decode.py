@@ -28,7 +28,6 @@ import dataclasses
 import enum
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -116,14 +115,14 @@ def _varint(d: bytes, p: int, b: int) -> tuple[int, int]:
         b = d[p]
         p += 1
         v |= (b & 0x7F) << shift
-        if b < 0x80:  # noqa: PLR2004 - the continuation bit
+        if b < 0x80:
             return v, p
         shift += 7
-        if shift > 56:  # noqa: PLR2004 - more than 9 bytes: beyond what every reader agrees on
+        if shift > 56:
             raise _Decline
 
 
-_LENGTHS = tuple(b >> 1 if b < 0x80 and not b & 1 else -1 for b in range(256))  # noqa: PLR2004
+_LENGTHS = tuple(b >> 1 if b < 0x80 and not b & 1 else -1 for b in range(256))
 """A one-byte length by its byte; -1 for a negative one or the first byte of a longer varint."""
 
 _ONE_BYTE_INDEXES = 64
@@ -133,7 +132,7 @@ _ONE_BYTE_INDEXES = 64
 def _length(d: bytes, p: int) -> tuple[int, int]:
     """A length (zig-zag varint) at p that is not one even byte, and the position after it."""
     b = d[p]
-    v, p = _varint(d, p + 1, b) if b > 0x7F else (b, p + 1)  # noqa: PLR2004 - the continuation bit
+    v, p = _varint(d, p + 1, b) if b > 0x7F else (b, p + 1)
     n = (v >> 1) ^ -(v & 1)
     if n < 0:
         raise _Decline
@@ -216,37 +215,39 @@ def _kind(t: Any) -> str:
 
 
 def _same(  # noqa: PLR0911 - one answer per kind of type
-    w: Any, w_ns: str, w_table: Mapping[str, Any], r: Any, r_ns: str, r_table: Mapping[str, Any]
+    w: tuple[Any, str], r: tuple[Any, str], tables: tuple[Mapping[str, Any], Mapping[str, Any]]
 ) -> bool:
-    """True when the writer's type reads as the reader's with no resolution but added/removed fields."""
-    w, w_ns = _resolve(w, w_ns, w_table)
-    r, r_ns = _resolve(r, r_ns, r_table)
-    wk, rk = _kind(w), _kind(r)
+    """True when the writer's type (and its namespace) reads as the reader's with no resolution but
+    fields added (with a default) or removed."""
+    w_table, r_table = tables
+    wt, w_ns = _resolve(w[0], w[1], w_table)
+    rt, r_ns = _resolve(r[0], r[1], r_table)
+    wk, rk = _kind(wt), _kind(rt)
     if wk != rk:
         return False
     if wk == "union":
-        return len(w) == len(r) and all(
-            _same(a, w_ns, w_table, b, r_ns, r_table) for a, b in zip(w, r, strict=True)
+        return len(wt) == len(rt) and all(
+            _same((a, w_ns), (b, r_ns), tables) for a, b in zip(wt, rt, strict=True)
         )
     if wk == "array":
-        return _same(w["items"], w_ns, w_table, r["items"], r_ns, r_table)
+        return _same((wt["items"], w_ns), (rt["items"], r_ns), tables)
     if wk == "enum":
-        return bool(_fullname(w, w_ns) == _fullname(r, r_ns) and w["symbols"] == r["symbols"])
+        return bool(_fullname(wt, w_ns) == _fullname(rt, r_ns) and wt["symbols"] == rt["symbols"])
     if wk == "record":
-        if _fullname(w, w_ns) != _fullname(r, r_ns):
+        if _fullname(wt, w_ns) != _fullname(rt, r_ns):
             return False
-        w_inner, r_inner = _fullname(w, w_ns).rpartition(".")[0], _fullname(r, r_ns).rpartition(".")[0]
-        r_fields = {f["name"]: f for f in r["fields"]}
-        w_names = {f["name"] for f in w["fields"]}
-        for f in w["fields"]:
+        w_inner, r_inner = _fullname(wt, w_ns).rpartition(".")[0], _fullname(rt, r_ns).rpartition(".")[0]
+        r_fields = {f["name"]: f for f in rt["fields"]}
+        w_names = {f["name"] for f in wt["fields"]}
+        for f in wt["fields"]:
             rf = r_fields.get(f["name"])
-            if rf is not None and not _same(f["type"], w_inner, w_table, rf["type"], r_inner, r_table):
+            if rf is not None and not _same((f["type"], w_inner), (rf["type"], r_inner), tables):
                 return False
         # A field only the reader has must have a default (fastavro would refuse the record otherwise).
         return all("default" in rf for name, rf in r_fields.items() if name not in w_names)
     if wk in _PRIMITIVES:
-        w_logical = w.get("logicalType") if isinstance(w, dict) else None
-        r_logical = r.get("logicalType") if isinstance(r, dict) else None
+        w_logical = wt.get("logicalType") if isinstance(wt, dict) else None
+        r_logical = rt.get("logicalType") if isinstance(rt, dict) else None
         return bool(w_logical == r_logical)
     return False
 
@@ -308,10 +309,10 @@ class _Gen:
         ns: str,
         sel: Any,
         depth: int,
+        *,
         meta: Mapping[str, Any],
         reader: Any,
         reader_ns: str,
-        *,
         tail: bool = False,
     ) -> str | None:
         """Emit the walk of one value at p; return the variable holding what ``sel`` asks for, if any."""
@@ -393,7 +394,9 @@ class _Gen:
             for k, branch in enumerate(t):
                 self.emit(depth, f"{'if' if k == 0 else 'elif'} {i} == {2 * k}:")
                 mark = len(self.lines)
-                got = self.walk(branch, ns, sel, depth + 1, meta, r_branches[k], reader_ns)
+                got = self.walk(
+                    branch, ns, sel, depth + 1, meta=meta, reader=r_branches[k], reader_ns=reader_ns
+                )
                 if out is not None:
                     self.emit(depth + 1, f"{out} = {got}")
                 if len(self.lines) == mark:
@@ -429,7 +432,9 @@ class _Gen:
             self.emit(depth + 2, f"for {it} in range({c}):")
             r_items = reader["items"] if isinstance(reader, dict) and reader.get("type") == "array" else None
             mark = len(self.lines)
-            got = self.walk(t["items"], ns, item_sel, depth + 3, item_meta, r_items, reader_ns)
+            got = self.walk(
+                t["items"], ns, item_sel, depth + 3, meta=item_meta, reader=r_items, reader_ns=reader_ns
+            )
             if out is not None and not count_only:
                 self.emit(depth + 3, f"{out}.append({got})")
             if len(self.lines) == mark:
@@ -438,11 +443,11 @@ class _Gen:
                 return total
             return out
         if kind == "record":
-            return self.record(t, ns, sel, depth, reader, reader_ns, tail=tail)
+            return self.record(t, ns, sel, depth, reader=reader, reader_ns=reader_ns, tail=tail)
         raise _Unsupported(f"type {kind}")
 
     def record(
-        self, t: Mapping[str, Any], ns: str, sel: Any, depth: int, reader: Any, reader_ns: str, *, tail: bool
+        self, t: Mapping[str, Any], ns: str, sel: Any, depth: int, *, reader: Any, reader_ns: str, tail: bool
     ) -> str | None:
         memo = None
         if _fullname(t, ns) in CARRIED:
@@ -467,7 +472,7 @@ class _Gen:
             self.emit(depth, f"p = {self.skipper(t, ns)}(d, p, end)")
             out = None
         else:
-            out = self.fields(t, ns, sel, depth, reader, reader_ns)
+            out = self.fields(t, ns, sel, depth, reader=reader, reader_ns=reader_ns)
         if memo is not None:
             # Only a record that lies within the bytes passed (a string running past the end does not
             # raise until the next read).
@@ -483,15 +488,23 @@ class _Gen:
         fn = _SKIPPERS.get(key)
         if fn is None:
             gen = _Gen(self.table, self.reader_table)
-            gen.fields(t, ns, None, 1, None, "")
+            gen.fields(t, ns, None, 1, reader=None, reader_ns="")
             if not gen.lines:
                 gen.emit(1, "pass")
-            fn = gen.compile(f"def skip(d, p, end):\n{{}}\n    return p\n", "skip", _fullname(t, ns))
+            fn = gen.compile("def skip(d, p, end):\n{}\n    return p\n", "skip", _fullname(t, ns))
             _SKIPPERS[key] = fn
         return self.const(fn, "skip")
 
     def fields(
-        self, t: Mapping[str, Any], ns: str, sel: Any, depth: int, reader: Any, reader_ns: str, *, top: bool = False
+        self,
+        t: Mapping[str, Any],
+        ns: str,
+        sel: Any,
+        depth: int,
+        *,
+        reader: Any,
+        reader_ns: str,
+        top: bool = False,
     ) -> str | None:
         full = _fullname(t, ns)
         inner = full.rpartition(".")[0]
@@ -516,9 +529,9 @@ class _Gen:
                 inner,
                 chosen.get(name),
                 depth,
-                limits.get(name, {}),
-                None if rf is None else rf["type"],
-                r_inner,
+                meta=limits.get(name, {}),
+                reader=None if rf is None else rf["type"],
+                reader_ns=r_inner,
                 tail=top and name == last,
             )
             if value is not None:
@@ -553,10 +566,12 @@ class _Gen:
         fn: Callable[..., Any] = self.ns[fn_name]
         return fn
 
-    def build(self, schema: Mapping[str, Any], reader: Mapping[str, Any], sel: Selection) -> Callable[..., Any]:
+    def build(
+        self, schema: Mapping[str, Any], reader: Mapping[str, Any], sel: Selection
+    ) -> Callable[..., Any]:
         self.emit(1, "end = len(d)")
         self.emit(1, "p = 10")
-        out = self.fields(schema, "", sel, 1, reader, "", top=True)
+        out = self.fields(schema, "", sel, 1, reader=reader, reader_ns="", top=True)
         self.emit(1, "if p != end:")
         self.emit(2, "raise _Decline")
         self.emit(1, f"return {out}")
@@ -600,7 +615,7 @@ _MEMOS: dict[str, _Memo] = {}
 
 def _expand(t: Any, ns: str, table: Mapping[str, Any], depth: int) -> Any:
     """A type with every name reference replaced by its definition and docs left out: a shape's key."""
-    if depth > 64:  # noqa: PLR2004 - no schema nests this deep; a recursive type would loop
+    if depth > 64:
         raise _Unsupported("a recursive type")
     t, ns = _resolve(t, ns, table)
     if isinstance(t, list):
@@ -630,7 +645,7 @@ def generate(
     r_table: dict[str, Any] = {}
     _collect(writer, "", w_table)
     _collect(current, "", r_table)
-    if not same and not _same(writer, "", w_table, current, "", r_table):
+    if not same and not _same((writer, ""), (current, ""), (w_table, r_table)):
         raise _Unsupported("the writer differs from the current schema by more than added/removed fields")
     return _Gen(w_table, r_table).build(writer, current, sel)
 
@@ -674,8 +689,13 @@ def _prioritized(r: Any) -> model.Fact:
 
 def _classified(r: Any) -> model.Fact:
     (event_id, report_id, ms), level, seq, incidents, review = r
-    categories = _distinct([c for c, _ in incidents])
-    sections = sorted({s for _, ss in incidents for s in ss})
+    if len(incidents) == 1:
+        ((category, sections_of),) = incidents
+        categories = [] if category is None else [category]
+        sections = sorted(set(sections_of))
+    else:
+        categories = _distinct([c for c, _ in incidents])
+        sections = sorted({s for _, ss in incidents for s in ss})
     values = (level, seq, categories, sections, review)
     return (report_id, "classified", event_id, _EPOCH + _MS * ms, values, None)
 
@@ -688,16 +708,14 @@ def _assessed(r: Any) -> model.Fact:
 def _referred(r: Any) -> model.Fact:
     (event_id, report_id, ms), (kind, name, jurisdiction, domestic) = r
     at = _EPOCH + _MS * ms
-    referral = model.Referral(
-        event_id=event_id,
-        report_id=report_id,
-        kind=kind,
-        recipient=name,
-        jurisdiction=jurisdiction,
-        domestic=domestic,
-        occurred_at=at,
+    return (
+        report_id,
+        "referred",
+        event_id,
+        at,
+        (),
+        (event_id, report_id, kind, name, jurisdiction, domestic, at),
     )
-    return (report_id, "referred", event_id, at, (), referral)
 
 
 def _followup(r: Any) -> model.Fact:
@@ -729,6 +747,8 @@ _FACTS: dict[str, Callable[[Any], model.Fact]] = {
 
 _Fast = tuple[Callable[[bytes], Any], Callable[[tuple[Any, ...]], model.Fact]]
 
+_EMPTY = SerdeError("the record has no value.", reason="empty")
+
 
 class Reader:
     """Facts from encoded events: a generated reader per schema version (made at its first record),
@@ -755,15 +775,26 @@ class Reader:
             return None  # an unknown fingerprint: serde names it
         sel = SELECTIONS.get(f.event_name)
         current = self._current.get(f.event_name)
+        if sel is None or current is None or f.event_name not in _FACTS:
+            self.unsupported[fp] = f"no selection or current schema for {f.event_name}"
+            return None
         try:
-            if sel is None or current is None or f.event_name not in _FACTS:
-                raise _Unsupported(f"no selection or current schema for {f.event_name}")
             found = (generate(f.raw, current.raw, sel, same=f is current), _FACTS[f.event_name])
         except _Unsupported as exc:
             self.unsupported[fp] = str(exc)
             return None
         self.fast[fp] = found
         return found
+
+    def fast_fact(self, data: bytes) -> model.Fact | None:
+        """The generated reader's fact alone; None where it declines (tests check it is used)."""
+        found = self._generate(data[2:10]) if data[:2] == serde.MAGIC else None
+        if found is None:
+            return None
+        try:
+            return found[1](found[0](data))
+        except (IndexError, ValueError):
+            return None
 
     def fact(self, data: bytes) -> model.Fact:
         """What one encoded event says about its report; ``SerdeError`` as ``serde.decode`` raises it."""
@@ -790,9 +821,10 @@ class Reader:
                         continue
                     except (IndexError, ValueError):
                         pass  # declined (or not plainly valid): serde decides, with its own reason
+            if value is None:
+                rejected.append((t, p, o, _EMPTY.reason, str(_EMPTY)))
+                continue
             try:
-                if value is None:
-                    raise SerdeError("the record has no value.", reason="empty")
                 facts.append(model.fact(serde.decode(value)))
             except SerdeError as exc:
                 rejected.append((t, p, o, exc.reason, str(exc)))

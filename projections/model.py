@@ -269,7 +269,12 @@ def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - 
             raise TypeError(f"the read model does not know the event type {type(event).__name__}")
 
 
-Fact = tuple[str, str, str, datetime, tuple[Any, ...], Referral | None]
+ReferralRow = tuple[str, str, str, str, str, bool, datetime]
+"""A ``Referral``'s fields in ``REFERRAL_FIELDS`` order (``proj_referral``'s columns)."""
+
+REFERRAL_FIELDS = ("event_id", "report_id", "kind", "recipient", "jurisdiction", "domestic", "occurred_at")
+
+Fact = tuple[str, str, str, datetime, tuple[Any, ...], ReferralRow | None]
 """What one event says about its report: report id, group, event id, ``occurred_at``, the group's values
 (``Group.columns`` order) and the referral it records, if it is one. ``projections.decode`` reads facts
 straight from encoded events; ``fact`` makes one from a decoded event."""
@@ -279,24 +284,38 @@ def fact(event: ev.Event) -> Fact:
     """What one event says about its report, as a ``Fact``."""
     group, values = _values(event)
     env = event.envelope
-    referral = None
+    referral: ReferralRow | None = None
     if isinstance(event, ev.ReportReferred):
         r = event.recipient
-        referral = Referral(
-            event_id=env.event_id,
-            report_id=env.report_id,
-            kind=str(r.kind),
-            recipient=r.name,
-            jurisdiction=r.jurisdiction,
-            domestic=r.domestic,
-            occurred_at=env.occurred_at,
+        referral = (
+            env.event_id,
+            env.report_id,
+            str(r.kind),
+            r.name,
+            r.jurisdiction,
+            r.domestic,
+            env.occurred_at,
         )
     return (env.report_id, group, env.event_id, env.occurred_at, values, referral)
 
 
+def referral_of(row: ReferralRow) -> Referral:
+    event_id, report_id, kind, recipient, jurisdiction, domestic, occurred_at = row
+    return Referral(
+        event_id=event_id,
+        report_id=report_id,
+        kind=kind,
+        recipient=recipient,
+        jurisdiction=jurisdiction,
+        domestic=domestic,
+        occurred_at=occurred_at,
+    )
+
+
 def patch(event: ev.Event) -> tuple[ReportRow, Referral | None]:
     """What one event says about its report (and the referral it records, if it is one)."""
-    report_id, group, event_id, at, values, referral = fact(event)
+    report_id, group, event_id, at, values, referred = fact(event)
+    referral = None if referred is None else referral_of(referred)
     row = ReportRow(
         report_id=report_id,
         step=STEP_ORDER.get(group, 0),
@@ -329,10 +348,9 @@ def fold_facts(facts: Iterable[Fact]) -> tuple[dict[str, ReportRow], dict[str, R
         else:
             old = mine.get(group)
             mine[group] = gv if old is None else (merge_group(old, gv) or gv)
-            if step > steps[rid]:
-                steps[rid] = step
+            steps[rid] = max(steps[rid], step)
         if referral is not None:
-            referrals[referral.event_id] = referral
+            referrals[referral[0]] = referral_of(referral)
     rows = {rid: ReportRow(report_id=rid, step=steps[rid], groups=g) for rid, g in groups.items()}
     return rows, referrals
 
@@ -361,14 +379,14 @@ del _i, _g
 
 def fold_rows(
     facts: Iterable[Fact], rows: dict[str, list[Any]] | None = None
-) -> tuple[dict[str, list[Any]], dict[str, Referral]]:
+) -> tuple[dict[str, list[Any]], dict[str, ReferralRow]]:
     """Facts folded into flat rows (``ROW_COLUMNS``), merged into ``rows`` if given, and referrals.
 
     The same merge as ``fold`` (a test holds the two together) without building a ``ReportRow`` per
     report: the projector copies these lists into PostgreSQL as they are.
     """
     rows = {} if rows is None else rows
-    referrals: dict[str, Referral] = {}
+    referrals: dict[str, ReferralRow] = {}
     width = len(ROW_COLUMNS) - 2
     slot = _SLOT
     for rid, group, event_id, at, values, referral in facts:
@@ -376,8 +394,7 @@ def fold_rows(
         if row is None:
             row = rows[rid] = [rid, 0, *([None] * width)]
         i, step = slot[group]
-        if step > row[1]:
-            row[1] = step
+        row[1] = max(row[1], step)
         newest = row[i + 1]
         if newest is None:
             row[i] = at
@@ -385,14 +402,13 @@ def fold_rows(
             row[i + 2] = event_id
             row[i + 3 : i + 3 + len(values)] = values
         else:
-            if at < row[i]:
-                row[i] = at
+            row[i] = min(row[i], at)
             if at > newest or (at == newest and event_id > row[i + 2]):
                 row[i + 1] = at
                 row[i + 2] = event_id
                 row[i + 3 : i + 3 + len(values)] = values
         if referral is not None:
-            referrals[referral.event_id] = referral
+            referrals[referral[0]] = referral
     return rows, referrals
 
 

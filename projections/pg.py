@@ -44,7 +44,7 @@ COLUMN_TYPES: tuple[str, ...] = (
     *(t for g in GROUPS for t in ("timestamptz", "timestamptz", "text", *(t for _, t in g.columns))),
 )
 """The SQL type of each of ``COLUMNS`` (binary COPY needs them)."""
-REFERRAL_COLUMNS = ("event_id", "report_id", "kind", "recipient", "jurisdiction", "domestic", "occurred_at")
+REFERRAL_COLUMNS = model.REFERRAL_FIELDS
 REFERRAL_TYPES = ("text", "text", "text", "text", "text", "boolean", "timestamptz")
 
 _CLOSED = sql.SQL("outcome IS NOT NULL AND outcome <> {}").format(sql.Literal(str(ev.Outcome.REJECTED)))
@@ -116,10 +116,10 @@ def write_batch(
     conn: psycopg.Connection[Any],
     schema: str,
     rows: Iterable[Sequence[Any]],
-    referrals: Iterable[Referral],
+    referrals: Iterable[Sequence[Any]],
 ) -> None:
-    """Merge folded rows (flat, ``COLUMNS`` order: ``model.fold_rows``) and referrals into the schema's
-    tables, inside the caller's transaction."""
+    """Merge folded rows and referrals (flat, ``COLUMNS`` and ``REFERRAL_COLUMNS`` order, as
+    ``model.fold_rows`` makes them) into the schema's tables, inside the caller's transaction."""
     s = sql.Identifier(schema)
     with conn.cursor() as cur:
         for stage, table in (("proj_stage", "proj_report"), ("proj_stage_referral", "proj_referral")):
@@ -140,9 +140,7 @@ def write_batch(
         with cur.copy(_COPY_REFERRALS) as cp:
             cp.set_types(REFERRAL_TYPES)
             for r in referrals:
-                cp.write_row(
-                    (r.event_id, r.report_id, r.kind, r.recipient, r.jurisdiction, r.domestic, r.occurred_at)
-                )
+                cp.write_row(r)
                 copied += 1
         if copied:
             cur.execute(

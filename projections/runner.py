@@ -116,7 +116,7 @@ def where(m: Message) -> tuple[str, int, int]:
 
 def decode_fold(
     chunk: list[tuple[bytes | None, str, int, int]],
-) -> tuple[dict[str, list[Any]], dict[str, model.Referral], list[tuple[str, int, int, str, str]], int]:
+) -> tuple[dict[str, list[Any]], dict[str, model.ReferralRow], list[tuple[str, int, int, str, str]], int]:
     """Decode records (value, topic, partition, offset) and fold them: rows, referrals, rejects, events.
 
     Only what the read model reads is decoded (``projections.decode``); a record that is not plainly
@@ -133,7 +133,7 @@ class _Prepared:
 
     rows: dict[str, list[Any]]
     """Flat rows, ``model.ROW_COLUMNS``."""
-    referrals: dict[str, model.Referral]
+    referrals: dict[str, model.ReferralRow]
     rejected: list[tuple[str, int, int, str, str]]
     nxt: dict[Position, int]
     events: int
@@ -245,11 +245,14 @@ class Projector:
     def poll_once(self, timeout: float = 0.5) -> int:
         """Consume one batch and commit it with its offsets; return how many records it held."""
         msgs = self.consumer.consume(self.batch_size, timeout)
-        records: list[Message] = []
+        nxt: dict[Position, int] = {}
+        chunk: list[tuple[bytes | None, str, int, int]] = []
         for m in msgs:
             err = m.error()
             if err is None:
-                records.append(m)
+                t, p, o = m.topic() or "", m.partition() or 0, m.offset() or 0
+                nxt[(t, p)] = o + 1
+                chunk.append((m.value(), t, p, o))
             elif err.code() == KafkaError._PARTITION_EOF:
                 t, p, o = where(m)
                 self.eof[(t, p)] = o
@@ -257,13 +260,13 @@ class Projector:
                 raise ServiceError(f"Kafka reported a fatal error: {err.str()}.")
         # Decoding this batch overlaps with the previous batch's transaction in the writer thread
         # (psycopg releases the GIL while PostgreSQL works); batches still commit one after another.
-        prepared = self._prepare(records) if records else None
+        prepared = self._prepare(chunk, nxt) if chunk else None
         if not self._settle():
             return 0
         if prepared is None:
             return 0
         self._pending = self._writer.submit(self._commit, prepared)
-        return len(records)
+        return len(chunk)
 
     def _settle(self) -> bool:
         """Wait for the batch in flight; False if the stored positions moved (then seek to them)."""
@@ -289,13 +292,9 @@ class Projector:
         """Commit the batch in flight, if any."""
         self._settle()
 
-    def _prepare(self, records: list[Message]) -> _Prepared:
-        nxt: dict[Position, int] = {}
-        chunk: list[tuple[bytes | None, str, int, int]] = []
-        for m in records:
-            t, p, o = where(m)
-            nxt[(t, p)] = o + 1
-            chunk.append((m.value(), t, p, o))
+    def _prepare(
+        self, chunk: list[tuple[bytes | None, str, int, int]], nxt: dict[Position, int]
+    ) -> _Prepared:
         if self._pool is None:
             rows, referrals, rejected, events = decode_fold(chunk)
             return _Prepared(rows=rows, referrals=referrals, rejected=rejected, nxt=nxt, events=events)
