@@ -301,7 +301,8 @@ def _apply(
     if pre is None:
         return outcome, None
     assessed, rule = pre
-    _mark_decided(conn, namespace, [(assessed, logic.AUTOMATED_ACTOR.id)])
+    with conn.pipeline():
+        _mark_decided(conn, namespace, [(assessed, logic.AUTOMATED_ACTOR.id)])
     log.info(
         "report_preassessed", report_id=env.report_id, rule=rule, determination=assessed.determination.value
     )
@@ -339,7 +340,10 @@ def _preassessed(
 
 
 def _mark_decided(conn: Conn, namespace: str, decided: Sequence[tuple[ReportAssessed, str]]) -> None:
-    """Mark rows decided and keep the decisions' history: ``(assessment, decided_by)`` in order."""
+    """Mark rows decided and keep the decisions' history: ``(assessment, decided_by)`` in order.
+
+    Callers run it in a pipeline (theirs, or one of its own) so that both statements go in one round trip.
+    """
     rows = []
     history = []
     for assessed, decided_by in decided:
@@ -779,7 +783,8 @@ def record_decisions(
         if decided:
             # Raises (and the transaction rolls back, nothing marked) unless the broker acknowledged them all.
             publish([a for a, _by in decided])
-            _mark_decided(conn, namespace, decided)
+            with conn.pipeline():
+                _mark_decided(conn, namespace, decided)
     # A person's decision is worth an info line; a simulated team's runs log per report at debug only.
     say = log.info if len(requests) == 1 else log.debug
     for assessed, by in decided:
