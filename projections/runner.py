@@ -80,6 +80,37 @@ def partitions_of(consumer: Consumer, topics: list[str], timeout: float = 30.0) 
     return out
 
 
+def consumer_overrides(*, catch_up: bool) -> dict[str, Any]:
+    """The projector's consumer settings beside ``pipeline.kafka``'s (read_committed, no auto commit).
+
+    Catching up (a rebuild): the first fetch must not wait out the broker's 500 ms for partitions that
+    are empty (no further fetch goes out while one is pending), and the first metadata request, lost
+    when librdkafka retires its bootstrap connection, is sent again after 10 ms rather than 50."""
+    return {
+        "enable.partition.eof": True,
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "queued.min.messages": 200_000,
+        **({"fetch.wait.max.ms": 10, "reconnect.backoff.ms": 10} if catch_up else {}),
+    }
+
+
+def stable_ends(consumer: Consumer, partitions: list[Position], timeout: float = 30.0) -> dict[Position, int]:
+    """The last stable offset of each partition, asked through a read_committed consumer.
+
+    A read_committed consumer's watermarks are the last stable offsets, like ``end_offsets``; its
+    connection is already up, where a fresh admin client sometimes waits seconds for its first metadata.
+    Asked one partition at a time, so only before the partitions are assigned (a pending fetch would
+    hold up each request)."""
+    out: dict[Position, int] = {}
+    try:
+        for t, p in partitions:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=timeout, cached=False)
+            out[(t, p)] = int(high)
+    except KafkaException as exc:
+        raise ServiceError("Kafka did not say where the topics end; is the broker up?") from exc
+    return out
+
+
 def stored_offsets(
     conn: psycopg.Connection[Any], schema: str, projection: str = PROJECTION
 ) -> dict[Position, int]:
@@ -184,18 +215,7 @@ class Projector:
         self.rejected = 0
         self.conn = db.connect(settings, autocommit=True, prepare_threshold=None)
         self.consumer = kafka.consumer(
-            settings,
-            group("projections", settings.topic_suffix),
-            **{
-                "enable.partition.eof": True,
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "queued.min.messages": 200_000,
-                # Catching up (a rebuild): the first fetch must not wait out the broker's 500 ms for
-                # partitions that are empty (no further fetch goes out while one is pending), and the
-                # first metadata request, lost when librdkafka retires its bootstrap connection, is
-                # sent again after 10 ms rather than 50.
-                **({"fetch.wait.max.ms": 10, "reconnect.backoff.ms": 10} if catch_up else {}),
-            },
+            settings, group("projections", settings.topic_suffix), **consumer_overrides(catch_up=catch_up)
         )
         self._lock_key = f"tipline.projector:{self.schema}:{projection}"
         self._partitions: list[Position] = []
@@ -205,20 +225,28 @@ class Projector:
     # --- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        # Kafka's partitions (another thread) and the tables (the writer thread) mostly wait on a
-        # server; meanwhile this thread loads the schemas the decoders are generated from.
+        # Kafka (another thread) and the tables (the writer thread) mostly wait on a server; meanwhile
+        # this thread loads the schemas the decoders are generated from.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector-start") as kafka_side:
-            partitions = kafka_side.submit(partitions_of, self.consumer, self.topics)
+            kafka_ready = kafka_side.submit(self._start_kafka)
             installed = self._writer.submit(pg.install, self.conn, self.schema)
             try:
                 decode.reader()
             finally:
                 installed.result()
-                self._partitions = partitions.result()
-        if self._catch_up:
-            self._targets = self._watermarks_before_assign()
-        self._seek_to_stored()
+                kafka_ready.result()
+        if not self._catch_up or stored_offsets(self.conn, self.schema, self.projection):
+            self._seek_to_stored()
         log.info("projector_started", schema=self.schema, partitions=len(self._partitions))
+
+    def _start_kafka(self) -> None:
+        self._partitions = partitions_of(self.consumer, self.topics)
+        if self._catch_up:
+            # A fresh schema has no stored position: reading starts at the first offsets at once, so the
+            # first fetch is under way while the tables are made (``start`` seeks to stored positions
+            # if there are any after all). The ends are asked first: no fetch is pending yet.
+            self._targets = self._watermarks_before_assign()
+            self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self._partitions])
 
     def _seek_to_stored(self) -> None:
         self.positions = stored_offsets(self.conn, self.schema, self.projection)
@@ -352,23 +380,8 @@ class Projector:
     def high_watermarks(self) -> dict[Position, int]:
         return end_offsets(self.settings, self._partitions)
 
-    def _watermarks_before_assign(self, timeout: float = 30.0) -> dict[Position, int]:
-        """The last stable offset of each partition, through this projector's own consumer.
-
-        A read_committed consumer's watermarks are the last stable offsets, like ``end_offsets``;
-        its connection is already up, where a fresh admin client sometimes waits seconds for its
-        first metadata. Asked one partition at a time, so only before the partitions are assigned
-        (a pending fetch would hold up each request)."""
-        out: dict[Position, int] = {}
-        try:
-            for t, p in self._partitions:
-                _low, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(t, p), timeout=timeout, cached=False
-                )
-                out[(t, p)] = int(high)
-        except KafkaException as exc:
-            raise ServiceError("Kafka did not say where the topics end; is the broker up?") from exc
-        return out
+    def _watermarks_before_assign(self) -> dict[Position, int]:
+        return stable_ends(self.consumer, self._partitions)
 
     def caught_up(self, targets: dict[Position, int]) -> bool:
         return all(
