@@ -11,9 +11,11 @@ events arrive in (they travel on several topics and partitions) and however ofte
   an analyst's override or a re-prioritisation supersedes the earlier event of that step;
 - the report's current step is the furthest step present (``STEP_ORDER``).
 
-The PostgreSQL view performs the very same merge in one ``INSERT ... ON CONFLICT DO UPDATE`` generated
-from ``GROUPS`` (``projections.pg``); the in-memory view calls ``merge``. This module imports no Kafka,
-psycopg or logging.
+What an event says is a ``Fact`` (``fact``; ``projections.decode`` reads the same straight from the
+bytes). The projector folds facts into flat table rows (``fold_rows``, the same merge without building a
+``ReportRow`` per report); the PostgreSQL view performs the very same merge in one ``INSERT ... ON
+CONFLICT DO UPDATE`` generated from ``GROUPS`` (``projections.pg``); the in-memory view calls ``merge``.
+This module imports no Kafka, psycopg or logging.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The read model in PostgreSQL: the same merge as ``projections.model``, as one upsert per batch.
 
-A batch of events is folded per report in Python (``model.fold``), copied into a session-local staging
-table with ``COPY``, and merged into ``proj_report`` by one ``INSERT ... SELECT ... ON CONFLICT DO
-UPDATE`` generated from ``model.GROUPS``; referrals are inserted by event id (``ON CONFLICT DO NOTHING``).
+A batch of events is folded per report in Python (``model.fold_rows``), copied into a session-local
+staging table with binary ``COPY``, and merged into ``proj_report`` by one ``INSERT ... SELECT ... ON
+CONFLICT DO UPDATE`` generated from ``model.GROUPS``; referrals are copied the same way and inserted by
+event id (``ON CONFLICT DO NOTHING``).
 Applying a batch twice changes nothing, in any order. ``write_batch`` runs inside the caller's
 transaction, so the runner commits the rows and the offsets they were read from together.
 

@@ -2,7 +2,8 @@
 
 1. A new schema ``<live>_rebuild_<n>`` gets empty tables (``proj_install``).
 2. A projector writing that schema replays every event topic from the first offset, committing rows and
-   offsets together exactly as the live projector does, until it reaches the end each partition had.
+   offsets together exactly as the live projector does, until it reaches the end each partition had
+   when it started (``catch_up``: no waiting out the broker's timeouts on the way).
 3. One transaction takes the live projector's advisory lock (so no live batch is half-way), renames the
    live schema to ``<live>_old_<n>`` and the rebuilt one to the live name. Readers see the old tables or
    the new ones, never a mix. The live projector's next batch sees that the stored positions moved and

@@ -12,11 +12,17 @@ with the ones it holds; if they differ (a rebuild swapped a new schema in, or an
 it rolls back and seeks to the stored positions. The writes are idempotent merges anyway
 (``projections.model``), so reading an event again never changes a row.
 
-Decoding overlaps with the previous batch's transaction (one writer thread), and a rebuild decodes
-and folds in worker processes (``workers``); batches still commit one after another, in order.
+Each record is read for the few fields the read model needs (``projections.decode``; serde for any
+record the generated reader does not find plainly valid) and folded straight into table rows
+(``model.fold_rows``). Decoding overlaps with the previous batch's transaction (one writer thread);
+``workers`` decode and fold in worker processes (spawned: worth it only for a long log on idle
+cores); batches still commit one after another, in order. Catching up (``catch_up``, a rebuild into a
+fresh schema) the projector reads without the broker's long waits and aims at the ends the log had
+when it started.
 
-Failure policy: a record that does not decode is kept in ``proj_rejected`` with its position and the
-reason, in the same transaction, and logged (``projection_record_rejected``); the projector goes on.
+Failure policy: a record that does not decode is kept in ``proj_rejected`` with its position and
+serde's reason, in the same transaction, and logged (``projection_record_rejected``); the projector
+goes on.
 A database or broker failure stops the process (the supervisor restarts it; it resumes exactly).
 """
 
@@ -180,7 +186,9 @@ class Projector:
     """One projector instance writing one schema. ``start``, then ``poll_once`` until done, ``close``.
 
     ``apply_hook`` runs inside each batch's transaction after the rows were written and before the
-    offsets are (tests use it to simulate a crash at the worst moment).
+    offsets are (tests use it to simulate a crash at the worst moment). ``catch_up`` is for a projector
+    that fills a fresh schema from the first offsets (a rebuild): short fetch waits, reading from the
+    first offsets while the tables are made, and the log's ends taken at ``start``.
     """
 
     def __init__(
