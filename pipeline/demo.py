@@ -92,7 +92,6 @@ def run_pipeline(
     # demo table (real addresses, checked against iptocc), never through DNS.
     settings = dataclasses.replace(settings, resolver="demo")
     bootstrap.ensure_topics(settings)
-    started = time.monotonic()
     fleet = start_fleet(settings, seed=seed)
     watcher = Watcher(settings)
     published = [0]
@@ -102,6 +101,11 @@ def run_pipeline(
     )
     chaos_plan = _chaos_plan(fleet, seed) if chaos else []
     try:
+        # A tipline's pipeline is running before reports come: the clock starts once every stage has
+        # joined its consumer group, not while the processes are still importing their modules.
+        wait_until_stages_joined(settings, fleet)
+        started = time.monotonic()
+        finished = started
         publisher.start()
         with Progress(
             TextColumn("{task.description:<10}"),
@@ -128,13 +132,14 @@ def run_pipeline(
                 _run_chaos(fleet, chaos_plan, watcher.tally.ended / reports)
                 progress.update(sub, completed=published[0])
                 progress.update(done, completed=watcher.tally.ended)
+            finished = time.monotonic()  # the last close seen (the watcher polls every 0.2 s at most)
             progress.update(sub, completed=published[0])
         # Read on briefly so that a duplicate close or referral, if any, is seen too.
         settle_until = time.monotonic() + 2.0
         while time.monotonic() < settle_until:
             watcher.poll(0.2)
         verdict = watcher.tally.verdict(reports)
-        seconds = time.monotonic() - started
+        seconds = finished - started
         stats = wait_for_projection(settings, closed=len(watcher.tally.closes))
         equal = projection_equals_rebuild(settings) if verify else None
         lat = [
@@ -157,6 +162,37 @@ def run_pipeline(
         watcher.close()
         fleet.stop_all()
         publisher.join(5)
+
+
+def wait_until_stages_joined(settings: Settings, fleet: Fleet, timeout_s: float = 120.0) -> None:
+    """Wait until the consumer group of every stage is stable with its partitions assigned."""
+    from confluent_kafka import ConsumerGroupState, KafkaException
+
+    from pipeline import kafka
+    from pipeline.topics import group
+
+    admin = kafka.admin(settings)
+    wanted = [group(stage, settings.topic_suffix) for stage in STAGES]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fleet.check()
+        futures = admin.describe_consumer_groups(wanted, request_timeout=10)
+        ready = 0
+        for fut in futures.values():
+            try:
+                desc = fut.result()
+            except KafkaException:  # the group is not there yet: asked again below
+                desc = None
+            if desc is not None:
+                assigned = any(m.assignment and m.assignment.topic_partitions for m in desc.members)
+                ready += int(desc.state == ConsumerGroupState.STABLE and assigned)
+        if ready == len(wanted):
+            return
+        time.sleep(0.2)
+    raise DemoFailed(
+        f"The stages did not all join their consumer groups within {timeout_s:.0f} s; "
+        f"see the process logs in {fleet.log_dir}."
+    )
 
 
 def _chaos_plan(fleet: Fleet, seed: int) -> list[tuple[float, str]]:
