@@ -496,8 +496,7 @@ def spec(settings: Settings) -> StageSpec:
 
 
 def _log_rejected(out: ev.ReportRejected) -> None:
-    # debug: one line per report in the hot path costs the stage ~10% of its CPU; the event itself is
-    # the record (the RECEIVED topic keeps it forever).
-    log.debug(
+    # info, unlike the per-report lines of the other stages (debug): only refused submissions get it.
+    log.info(
         "report_rejected", report_id=out.envelope.report_id, reason_code=out.reason_code, field=out.field
     )
