@@ -178,6 +178,9 @@ class StageRunner:
         self.granted: dict[int, float] = {}
         self.start_offsets: dict[tuple[str, int], int] = {}
         self.lanes_dirty = False
+        self.pending: list[Message] = []
+        """What a preempted batch left unhandled, in order: handled after the more urgent lane, from
+        memory (seeking back would throw away and fetch again what the consumer has prefetched)."""
         self.preemptions = 0
         self.processed = 0
         self.db: Any = None
@@ -244,7 +247,8 @@ class StageRunner:
         return out
 
     def _lanes_waiting(self, by_lane: dict[int, list[TopicPartition]]) -> dict[int, bool]:
-        """Whether each lane has records this consumer has not read yet."""
+        """Whether each lane has records this consumer has not read yet, or holds from a preempted batch."""
+        kept = {lane_of(m.topic() or "") for m in self.pending}
         unpaused = [tp for lane, tps in by_lane.items() if lane not in self.paused for tp in tps]
         positions = self._read_positions(unpaused) if unpaused else {}
         waiting: dict[int, bool] = {}
@@ -252,9 +256,9 @@ class StageRunner:
             if lane in self.paused:
                 # A held-back lane keeps what it had when it was paused (its watermarks are not refreshed
                 # while paused); it is resumed when the lanes above drain, or by aging.
-                waiting[lane] = self.paused_waiting.get(lane, False)
+                waiting[lane] = self.paused_waiting.get(lane, False) or lane in kept
                 continue
-            has = False
+            has = lane in kept
             for tp in tps:
                 try:
                     _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
@@ -299,6 +303,8 @@ class StageRunner:
         msgs = self._consume_promptly(timeout)
         if not msgs or self.spec.linger_s <= 0:
             return msgs
+        if self.spec.lanes and lane_of(msgs[0].topic() or "") == 1:
+            return msgs  # the most urgent lane does not wait for company
         deadline = time.monotonic() + self.spec.linger_s
         while len(msgs) < self.spec.batch_size:
             left = deadline - time.monotonic()
@@ -357,7 +363,12 @@ class StageRunner:
     # -- the loop ------------------------------------------------------------------------------------------
     def start(self) -> None:
         self.producer.init_transactions(30)
-        self.consumer.subscribe(self.input_names, on_assign=self._on_rebalance, on_revoke=self._on_rebalance)
+        self.consumer.subscribe(
+            self.input_names,
+            on_assign=self._on_rebalance,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
         if self.spec.uses_db:
             from pipeline.db import connect
 
@@ -369,11 +380,23 @@ class StageRunner:
     def _on_rebalance(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         self.lanes_dirty = True  # applied by the next _apply_lanes (pause state is rebuilt there)
 
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Records kept from a revoked partition are not ours to handle any more: its next owner reads
+        # them from the committed offset.
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self.pending = [m for m in self.pending if (m.topic(), m.partition()) not in gone]
+        self._on_rebalance(consumer, partitions)
+
     def poll_once(self, timeout: float = 0.5) -> int:
         """Consume one batch and commit it with its outputs; return how many records it held."""
         if self.spec.lanes:
             self._apply_lanes()
-        msgs = self._gather(timeout)
+        if self.pending:
+            # A batch was preempted: add what is already fetched (no waiting), the urgent lane first.
+            fresh = self.consumer.consume(self.spec.batch_size, 0)
+            msgs, self.pending = [*self.pending, *fresh], []
+        else:
+            msgs = self._gather(timeout)
         msgs = [m for m in msgs if not self._is_benign_error(m)]
         if not msgs:
             return 0
@@ -425,8 +448,9 @@ class StageRunner:
                 time.sleep(min(0.2 * 2**attempt, 5.0))
                 return
             if handled < len(msgs):
-                # Preempted by a more urgent lane: the rest was not committed; read it again later.
-                self._rewind(msgs[handled:])
+                # Preempted by a more urgent lane: the rest was not committed; it is handled from memory
+                # after the urgent records (a crash before that replays it from the committed offsets).
+                self.pending = msgs[handled:]
                 self.preemptions += 1
                 self.log.debug("batch_preempted", handled=handled, put_back=len(msgs) - handled)
             self.processed += handled

@@ -244,3 +244,94 @@ def measure_priority_under_backlog(
         "fifo_waiting_mean": fifo["waiting_at_top_mean"],
         "fifo_over_priority_p99_ratio": fifo["p99_ms"] / lane["p99_ms"],
     }
+
+
+def measure_drain_under_trickle(
+    settings: Settings,
+    *,
+    backlog: int = 3000,
+    top_per_s: float = 20.0,
+    consumer: str = "classify",
+) -> dict[str, Any]:
+    """How fast a lane-aware consumer drains a low-lane backlog while top reports keep arriving.
+
+    Each top report makes the consumer stop its batch for it (preemption, then the lanes below held
+    back until the top lane is empty), so a steady trickle of urgent reports must not starve throughput.
+    Measured twice in the same run: the backlog alone, then the same backlog with ``top_per_s`` level-1
+    reports a second produced by a second thread; printed: low records/s of each and the top reports'
+    latency (produce call to handler) p50/p99.
+    """
+    lows = _low_values(1000)
+    alone = _drain(settings, backlog=backlog, top_per_s=0.0, consumer=consumer, lows=lows)
+    mixed = _drain(settings, backlog=backlog, top_per_s=top_per_s, consumer=consumer, lows=lows)
+    return {
+        "backlog_low_reports": backlog,
+        "handler": alone["handler"],
+        "drain_alone_per_s": alone["low_per_s"],
+        "drain_with_trickle_per_s": mixed["low_per_s"],
+        "trickle_top_per_s": top_per_s,
+        "trickle_tops": mixed["tops"],
+        "trickle_top_ms_p50": mixed["top_p50_ms"],
+        "trickle_top_ms_p99": mixed["top_p99_ms"],
+        "preemptions": mixed["preemptions"],
+    }
+
+
+def _drain(
+    settings: Settings, *, backlog: int, top_per_s: float, consumer: str, lows: list[bytes]
+) -> dict[str, Any]:
+    run = settings.with_suffix(settings.topic_suffix + f".btrickle{uuid.uuid4().hex[:8]}")
+    kafka.ensure_topics(run, (*PRIORITIZED, *CLASSIFIED, dead_letter("classify")))
+    inner, label = _inner_handler(run, consumer)
+    cons = _Consumer(run, PRIORITIZED, True, inner)
+    prod = kafka.producer(run, **{"linger.ms": 5})
+    low_topic = name(PRIORITIZED[3], run.topic_suffix)
+    for i in range(backlog):
+        prod.produce(low_topic, key=f"k{i}".encode(), value=lows[i % len(lows)])
+        if i % 2000 == 0:
+            prod.poll(0)
+    prod.flush(60)
+    sent: dict[str, float] = {}
+    stop = threading.Event()
+
+    def trickle() -> None:
+        top_prod = kafka.producer(run, **{"linger.ms": 0})
+        i = 0
+        while not stop.is_set():
+            rid = f"top-{i}-{uuid.uuid4()}"
+            sent[rid] = time.perf_counter()
+            top_prod.produce(name(PRIORITIZED[0], run.topic_suffix), key=rid.encode(), value=_top(rid))
+            top_prod.poll(0)
+            i += 1
+            stop.wait(1.0 / top_per_s)
+        top_prod.flush(30)
+
+    feeder = threading.Thread(target=trickle, name="bench-trickle", daemon=True)
+    t0 = time.perf_counter()
+    cons.thread.start()
+    if top_per_s > 0:
+        feeder.start()
+    deadline = time.monotonic() + 300
+    try:
+        while cons.lows < backlog and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seconds = time.perf_counter() - t0
+    finally:
+        stop.set()
+        if top_per_s > 0:
+            feeder.join(30)
+        end = time.monotonic() + 30
+        while any(r not in cons.seen for r in list(sent)) and time.monotonic() < end:
+            time.sleep(0.01)
+        cons.close()
+    if cons.lows < backlog:
+        raise RuntimeError(f"only {cons.lows} of {backlog} low records were handled within 300 s")
+    lat = sorted((cons.seen[r] - t) * 1000 for r, t in sent.items() if r in cons.seen)
+    return {
+        "handler": label,
+        "low_per_s": backlog / seconds,
+        "tops": len(lat),
+        "top_p50_ms": statistics.median(lat) if lat else 0.0,
+        "top_p99_ms": _p99(lat) if lat else 0.0,
+        "preemptions": cons.runner.preemptions,
+    }

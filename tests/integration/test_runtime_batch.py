@@ -115,3 +115,44 @@ def test_lane_runs_hold_at_most_the_preemption_step(settings: Settings, topics: 
     with StageThread(_spec(echo, lanes=True), settings):
         consume(settings, RECEIVED, count=180, timeout=60)
     assert max(echo.runs) <= PREEMPT_CHECK_EVERY
+
+
+def test_preempted_records_kept_in_memory_survive_a_rebalance_exactly_once(
+    settings: Settings, topics: None
+) -> None:
+    """Top reports keep preempting a lane-4 backlog (the rest of each batch is kept in memory); a second
+    instance joins meanwhile and takes partitions away: every record still comes out exactly once."""
+    lows = _events(3000, "low")
+    produce(settings, PRIORITIZED[3], lows)
+    template = serde.decode(_encoded(1))
+    tops: list[ev.ReportPrioritized] = []
+    stop = threading.Event()
+
+    def trickle() -> None:
+        i = 0
+        while not stop.is_set():
+            top = dataclasses.replace(
+                template,  # type: ignore[type-var]
+                envelope=dataclasses.replace(template.envelope, event_id=f"top-{i}", report_id=f"top{i}"),
+            )
+            tops.append(top)
+            produce(settings, PRIORITIZED[0], [top])
+            i += 1
+            stop.wait(0.04)
+
+    first, second = Echo(), Echo()
+    feeder = threading.Thread(target=trickle, daemon=True)
+    with StageThread(_spec(first, lanes=True), settings) as a:
+        feeder.start()
+        wait_for(lambda: a.runner.processed >= 300, timeout=60, what="the first instance under way")
+        with StageThread(_spec(second, lanes=True), settings, instance=1):
+            wait_for(lambda: len(second.runs) > 0, timeout=60, what="the second instance handling records")
+            stop.set()
+            feeder.join(30)
+            expected = {e.envelope.report_id for e in lows if not e.envelope.report_id.endswith("7")}
+            expected |= {t.envelope.report_id for t in tops if not t.envelope.report_id.endswith("7")}
+            out = consume(settings, RECEIVED, count=len(expected), timeout=120, settle=2.0)
+    ids = [e.envelope.report_id for e in out.events]
+    assert len(ids) == len(set(ids)), "a record came out twice"
+    assert set(ids) == expected
+    assert a.runner.preemptions > 0, "no batch was preempted: the test did not exercise the kept records"
