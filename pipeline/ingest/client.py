@@ -10,6 +10,7 @@ same submission id again is safe: it maps to the same report id, and ingest neve
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,8 @@ from pipeline.settings import Settings
 from pipeline.topics import SUBMITTED, name
 
 DELIVERY_TIMEOUT_MS = 15_000
+SUBMIT_MANY_CHUNK = 500
+"""``IntakeClient.submit_many`` stores the contact keys of this many reports per database round trip."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,16 +156,25 @@ class IntakeClient:
 
         with IntakeClient(settings) as intake:
             receipt = intake.submit(report_dict)
+            receipts = intake.submit_many(report_dicts)
 
     ``submit`` returns once the broker acknowledged the report (as ``submit_report`` does);
     ``submit(..., wait=False)`` only queues it, and ``flush()`` (called on exit) waits for every queued
-    report and raises ``ServiceError`` if any was not stored.
+    report and raises ``ServiceError`` if any was not stored. ``submit_many`` queues a whole run the
+    way ``submit(wait=False)`` would each report, storing the contacts' data keys in one statement per
+    ``SUBMIT_MANY_CHUNK`` reports instead of one round trip per report.
+
+    Queued reports wait up to ``linger_ms`` (default 5 ms) to travel to the broker together: a run of
+    reports makes a few large produce requests rather than one per report, which costs the broker far
+    less CPU. ``flush()`` (and so ``submit(wait=True)``) sends at once.
     """
 
-    def __init__(self, settings: Settings, *, channel: ev.Channel = ev.Channel.API) -> None:
+    def __init__(
+        self, settings: Settings, *, channel: ev.Channel = ev.Channel.API, linger_ms: int = 5
+    ) -> None:
         self.settings = settings
         self.channel = channel
-        self.producer = intake_producer(settings, **{"linger.ms": 0})
+        self.producer = intake_producer(settings, **{"linger.ms": linger_ms})
         self.ring = crypto.keyring(settings)
         self._conn: Any = None
         self._failures: list[KafkaError] = []
@@ -186,19 +198,24 @@ class IntakeClient:
         if err is not None:
             self._failures.append(err)
 
-    def submit(self, report: dict[str, Any] | ev.ReportSubmitted, *, wait: bool = True) -> SubmissionReceipt:
+    def _checked(self, report: dict[str, Any] | ev.ReportSubmitted) -> _Pending:
+        """A report validated (a dict parsed, an event checked), not yet sealed nor queued."""
         if isinstance(report, ev.ReportSubmitted):
-            event = report
-            logic.check_submitted(event)
-            logic.normalized_content(event, now=now_ms())
-        else:
-            now = now_ms()
-            parsed = logic.parse_report(report, now=now)
+            logic.check_submitted(report)
+            logic.normalized_content(report, now=now_ms())
+            return _Pending(event=report)
+        now = now_ms()
+        return _Pending(parsed=logic.parse_report(report, now=now), now=now)
+
+    def _queue(self, pending: _Pending, keys: dict[str, bytes | None]) -> SubmissionReceipt:
+        event = pending.event
+        if event is None:
+            parsed, now = pending.parsed, pending.now
+            if parsed is None or now is None:
+                raise ValueError("a pending report holds an event or a parsed report")
             enc = None
             if parsed.contact is not None:
-                enc = crypto.encrypt_contact(
-                    self._connection(), parsed.report_id, dict(parsed.contact), ring=self.ring
-                )
+                enc = crypto.seal(parsed.report_id, keys[parsed.report_id], parsed.contact)
             event = logic.to_submitted(parsed, channel=self.channel, now=now, contact=enc)
         while True:
             try:
@@ -207,9 +224,55 @@ class IntakeClient:
             except BufferError:
                 self.producer.poll(0.1)  # the local queue is full: let deliveries drain
         self.producer.poll(0)
+        return receipt_of(event)
+
+    def _keys(self, pending: list[_Pending]) -> dict[str, bytes | None]:
+        """The data keys of the pending reports that carry a contact: one round trip for them all."""
+        ids = [p.parsed.report_id for p in pending if p.parsed is not None and p.parsed.contact is not None]
+        return self.ring.data_keys(self._connection(), ids) if ids else {}
+
+    def submit(self, report: dict[str, Any] | ev.ReportSubmitted, *, wait: bool = True) -> SubmissionReceipt:
+        pending = self._checked(report)
+        receipt = self._queue(pending, self._keys([pending]))
         if wait:
             self.flush()
-        return receipt_of(event)
+        return receipt
+
+    def submit_many(self, reports: Iterable[dict[str, Any] | ev.ReportSubmitted]) -> list[SubmissionReceipt]:
+        """Queue every report as ``submit(report, wait=False)`` would, in order; ``flush()`` confirms them.
+
+        An invalid report (or one whose contact was erased) raises its ``DomainError`` once the reports
+        before it are queued, with a note giving its position; none after it is queued. Contact keys
+        are made in bulk, so a few reports after an invalid one may have a stored key and no event (a
+        later submission of them reuses it).
+        """
+        receipts: list[SubmissionReceipt] = []
+        chunk: list[_Pending] = []
+        index = 0
+
+        def send() -> None:
+            nonlocal index
+            keys = self._keys(chunk)
+            for pending in chunk:
+                try:
+                    receipts.append(self._queue(pending, keys))
+                except DomainError as exc:
+                    exc.add_note(f"report {index} of the run; the {index} before it were queued")
+                    raise
+                index += 1
+            chunk.clear()
+
+        for report in reports:
+            try:
+                chunk.append(self._checked(report))
+            except DomainError as exc:
+                send()
+                exc.add_note(f"report {index} of the run; the {index} before it were queued")
+                raise
+            if len(chunk) >= SUBMIT_MANY_CHUNK:
+                send()
+        send()
+        return receipts
 
     def flush(self) -> None:
         remaining = self.producer.flush(DELIVERY_TIMEOUT_MS / 1000 + 5)
@@ -225,3 +288,12 @@ class IntakeClient:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Pending:
+    """A report checked and waiting for its contact key: a ready event, or a parsed JSON report."""
+
+    event: ev.ReportSubmitted | None = None
+    parsed: logic.ParsedReport | None = None
+    now: datetime | None = None

@@ -22,6 +22,8 @@ import json
 import os
 import secrets
 import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -114,6 +116,50 @@ class Keyring:
             return None
         return _unwrap(self.master, report_id, bytes(row[0]))
 
+    def data_keys(self, conn: Any, report_ids: Sequence[str]) -> dict[str, bytes | None]:
+        """The data keys of many reports, made where missing: one round trip for the lot.
+
+        The same as ``data_key(conn, id, create=True)`` for each id: a key already stored is reused, an
+        erased one stays erased (None). ``conn`` is a psycopg connection in autocommit: the two
+        statements are pipelined in one implicit transaction, committed before this returns, so a key
+        is stored before any event carrying a contact sealed with it is produced.
+        """
+        ids = list(dict.fromkeys(report_ids))
+        if not ids:
+            return {}
+        with conn.pipeline():
+            conn.execute(_INSERT_KEYS, (ids, self._wrapped(ids)))
+            cur = conn.execute(_SELECT_KEYS, (ids,))
+        return self._opened(ids, cur.fetchall())
+
+    async def data_keys_async(self, conn: Any, report_ids: Sequence[str]) -> dict[str, bytes | None]:
+        """``data_keys`` on a psycopg ``AsyncConnection`` (autocommit)."""
+        ids = list(dict.fromkeys(report_ids))
+        if not ids:
+            return {}
+        async with conn.pipeline():
+            await conn.execute(_INSERT_KEYS, (ids, self._wrapped(ids)))
+            cur = await conn.execute(_SELECT_KEYS, (ids,))
+        return self._opened(ids, await cur.fetchall())
+
+    def _wrapped(self, ids: list[str]) -> list[bytes]:
+        return [_wrap(self.master, rid, AESGCM.generate_key(bit_length=256)) for rid in ids]
+
+    def _opened(self, ids: list[str], rows: list[tuple[Any, Any]]) -> dict[str, bytes | None]:
+        stored = {str(rid): key for rid, key in rows}
+        keys: dict[str, bytes | None] = {}
+        for rid in ids:
+            key = stored.get(str(uuid.UUID(rid)))
+            keys[rid] = None if key is None else _unwrap(self.master, rid, bytes(key))
+        return keys
+
+
+_INSERT_KEYS = (
+    "INSERT INTO ingest_contact_keys (report_id, key) "
+    "SELECT * FROM unnest(%s::uuid[], %s::bytea[]) ON CONFLICT (report_id) DO NOTHING"
+)
+_SELECT_KEYS = "SELECT report_id::text, key FROM ingest_contact_keys WHERE report_id = ANY(%s::uuid[])"
+
 
 def keyring(settings: Settings) -> Keyring:
     return Keyring(master_key(settings))
@@ -133,7 +179,14 @@ def encrypt_contact(
     report's key. Raises ``DomainError`` (field ``contact``) when the report's contact was erased.
     """
     ring = ring or keyring(_need(settings))
-    key = ring.data_key(conn, report_id, create=True)
+    return seal(report_id, ring.data_key(conn, report_id, create=True), contact)
+
+
+def seal(report_id: str, key: bytes | None, contact: Mapping[str, str]) -> EncryptedContact:
+    """Encrypt a contact under its report's data key (from ``Keyring.data_keys``); None: erased.
+
+    Raises ``DomainError`` (field ``contact``) when the report's contact was erased.
+    """
     if key is None:
         raise DomainError(
             "contact: this report's contact details were erased at the reporter's request; "
@@ -142,7 +195,7 @@ def encrypt_contact(
             field="contact",
         )
     nonce = secrets.token_bytes(NONCE_BYTES)
-    plaintext = json.dumps(contact, sort_keys=True, separators=(",", ":")).encode()
+    plaintext = json.dumps(dict(contact), sort_keys=True, separators=(",", ":")).encode()
     return EncryptedContact(
         key_id=report_id, nonce=nonce, ciphertext=AESGCM(key).encrypt(nonce, plaintext, report_id.encode())
     )
