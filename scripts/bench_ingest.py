@@ -197,16 +197,21 @@ def _service_pids() -> dict[str, list[int]]:
     return found
 
 
-def _own_cpu(pids: list[int]) -> float:
+def _own_cpu(pids: list[int]) -> dict[int, float]:
     tck = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    cpu: dict[int, float] = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / tck
-    return total
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tck
+    return cpu
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two samples by the processes alive at both."""
+    return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
 
 
 def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -279,7 +284,9 @@ def bench_http(  # noqa: PLR0917 - a benchmark's knobs
             rate, statuses = run_raw(host, port, requests, concurrency)
         else:
             rate, statuses = run_client(load_client, host, port, bodies, concurrency)
-        per_report = {k: (_own_cpu(v) - service_cpu[k]) / len(bodies) * 1000 for k, v in services.items()}
+        per_report = {
+            k: _spent(service_cpu[k], _own_cpu(v)) / len(bodies) * 1000 for k, v in services.items()
+        }
         server_ms = (_cpu_seconds(proc.pid) - server_cpu) / len(bodies) * 1000
         client_ms = (time.process_time() - client_cpu) / len(bodies) * 1000
     finally:
