@@ -139,6 +139,11 @@ _NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
 _DIGITS_AND_DOTS = re.compile(r"[0-9.]+")
 _SCHEME_ONLY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(?!\d)")
 _COUNTRY_CODE = re.compile(r"[A-Z]{2}")
+# scheme, host, port, path, query (and a fragment, dropped): what urlsplit would find in such a URL.
+_PLAIN_URL = re.compile(
+    r"(https?|ftp)://([a-z0-9_.-]+)(?::([0-9]{1,5}))?(/[^?#]*)?(?:\?([^#]*))?(?:#.*)?",
+    re.ASCII | re.IGNORECASE | re.DOTALL,
+)
 _BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 _SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 _HASH_PATTERNS = {
@@ -220,7 +225,6 @@ def normalize_url(raw: str, field: str = "url") -> ev.UrlRef:
     """The URL as reported and normalised, with its host. Raises DomainError naming ``field``."""
     if not isinstance(raw, str):
         raise _refuse(field, "must be a string")
-    original = raw
     text = raw.strip()
     _check_url_text(text, field)
     if text.lower().startswith("data:"):
@@ -233,6 +237,34 @@ def normalize_url(raw: str, field: str = "url") -> ev.UrlRef:
                 f"the URL scheme {scheme_only.group(1).lower()!r} is not accepted; use http, https or ftp",
             )
         text = "http://" + text
+    fast = _normalize_plain_url(raw, text, field)
+    return fast if fast is not None else _normalize_split_url(raw, text, field)
+
+
+def _normalize_plain_url(original: str, text: str, field: str) -> ev.UrlRef | None:
+    """The usual URL (an accepted scheme, a host name of plain letters, digits, '.', '-' or '_', an
+    optional port, no user@ nor brackets) normalised without urllib, at a third of the cost: the same
+    result or refusal as ``_normalize_split_url`` (a property test holds them equal). None: not such a
+    URL, ask ``_normalize_split_url``."""
+    plain = _PLAIN_URL.fullmatch(text)
+    if plain is None:
+        return None
+    scheme, hostname, port_text, path, query = plain.groups()
+    scheme = scheme.lower()
+    port = None if port_text is None else int(port_text)
+    if port == 0 or (port is not None and port > 65_535):
+        return None  # refused by urllib's reading, in its words
+    host = normalize_host(hostname.lower(), field)
+    netloc = host if port is None or port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    base = f"{scheme}://{netloc}{path or '/'}"
+    normalized = f"{base}?{query}" if query else base
+    if len(normalized) > ev.MAX_URL_LENGTH:
+        raise _refuse(field, f"the URL is longer than {ev.MAX_URL_LENGTH} characters once normalised")
+    return ev.UrlRef(original=original, normalized=normalized, host=host.strip("[]"))
+
+
+def _normalize_split_url(original: str, text: str, field: str) -> ev.UrlRef:
+    """``normalize_url`` of any URL through ``urllib.parse`` (``text``: stripped, checked, with a scheme)."""
     try:
         parts = urlsplit(text)
         port = parts.port

@@ -98,3 +98,33 @@ def _result(convert: Any, value: Any, path: str) -> Any:
         return ("ok", convert(value, path))
     except DomainError as exc:
         return ("refused", str(exc), exc.field, exc.reason)
+
+
+URL_PARTS = st.text(alphabet="aZ09.-_@[]:%/?#=&;+~ é\u00df", max_size=12)
+URLS = st.builds(
+    lambda scheme, host, port, rest: f"{scheme}://{host}{port}{rest}",
+    st.sampled_from(["http", "HTTP", "https", "Https", "ftp", "FTP", "gopher", "h"]),
+    st.one_of(
+        st.sampled_from(["example.com", "WWW.Example.COM.", "a..b", "x", "10.0.0.1", "0x7f.0.0.1", "a_b.ca"]),
+        st.sampled_from(["[::1]", "user:pw@host.ca", "ex%41mple.com", "b\u00fccher.de", "1.2.3.4.5"]),
+        URL_PARTS,
+    ),
+    st.sampled_from(
+        ["", ":", ":0", ":80", ":443", ":21", ":8080", ":0080", ":65535", ":65536", ":99999", ":x"]
+    ),
+    st.one_of(st.sampled_from(["", "/", "/a/b", "?", "?q=1", "#f", "/p?#", "/p#f?x", "/x@y"]), URL_PARTS),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(URLS)
+def test_plain_urls_normalise_as_urllib_reads_them(text: str) -> None:
+    """The fast reading of the usual URL gives exactly what urllib's reading gives, or defers to it."""
+    try:
+        logic._check_url_text(text, "url")
+    except DomainError:
+        return
+    fast = _result(lambda t, f: logic._normalize_plain_url(t, t, f), text, "url")
+    if fast == ("ok", None):
+        return  # not a plain URL: urllib reads it
+    assert fast == _result(lambda t, f: logic._normalize_split_url(t, t, f), text, "url")
