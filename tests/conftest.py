@@ -3,12 +3,14 @@ KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL name them) and a topic suffix of their ow
 
 from __future__ import annotations
 
+import logging
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec
@@ -18,6 +20,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def debug_logging() -> Iterator[None]:
+    """Per-report lines are debug: let them reach capture_logs whatever level an earlier test configured."""
+    old = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    structlog.configure(wrapper_class=old)
 
 
 def free_port() -> int:

@@ -5,7 +5,6 @@ superseding and refused inputs; a race with a fenced predecessor handed back to 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import random
 import threading
 import uuid
@@ -373,15 +372,6 @@ def _waiting_on_lock(settings: Settings) -> bool:
 
 
 # -- logs ---------------------------------------------------------------------------------------------------
-@pytest.fixture
-def debug_logging() -> Iterator[None]:
-    """Lines at every level reach capture_logs, whatever level an earlier test configured."""
-    old = structlog.get_config()["wrapper_class"]
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-    yield
-    structlog.configure(wrapper_class=old)
-
-
 @pytest.mark.usefixtures("debug_logging")
 def test_per_report_lines_are_debug_and_name_no_url_host_or_contact(settings: Settings) -> None:
     """The batch path logs each referral, follow-up and close at debug, a copy ignored and keys already

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import structlog
@@ -167,15 +166,6 @@ def test_a_record_that_is_not_an_assessment_is_dead_lettered(
     reasons = sorted(dict(m.headers())["dlq.reason"].decode() for m in dead.messages)
     assert "unexpected_event_type" in reasons
     assert len(reasons) == 2
-
-
-@pytest.fixture
-def debug_logging() -> Iterator[None]:
-    """Per-report lines are debug: let them reach capture_logs whatever level an earlier test configured."""
-    old = structlog.get_config()["wrapper_class"]
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-    yield
-    structlog.configure(wrapper_class=old)
 
 
 @pytest.mark.usefixtures("debug_logging")

@@ -40,6 +40,7 @@ def test_output_goes_to_the_classified_lane_of_the_same_level(offline_settings: 
     assert out.key is None  # the runner keys by the report id
 
 
+@pytest.mark.usefixtures("debug_logging")
 def test_log_line_names_ids_and_verdicts_never_the_description(offline_settings: Settings) -> None:
     """The stage logs report_classified with ids, level and verdicts, never the reporter's description."""
     event = prioritized(
