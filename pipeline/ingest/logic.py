@@ -27,9 +27,9 @@ description only) is one ``non_internet`` incident, so that every report has som
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import enum
+import hashlib
 import ipaddress
 import re
 import types
@@ -157,14 +157,35 @@ _HASH_PATTERNS = {
 # --- Ids ------------------------------------------------------------------------------------------
 
 
+_REPORT_ID_PREFIX = REPORT_ID_NAMESPACE.bytes
+_BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def report_id_for(submission_id: str) -> str:
-    """The report id of a submission: derived, so a resubmission (same submission id) has the same one."""
-    return str(uuid.uuid5(REPORT_ID_NAMESPACE, submission_id))
+    """The report id of a submission: derived, so a resubmission (same submission id) has the same one.
+
+    ``str(uuid.uuid5(REPORT_ID_NAMESPACE, submission_id))``, computed without the UUID object (a test
+    holds them equal): it is made for every report that comes in.
+    """
+    name = _REPORT_ID_PREFIX + submission_id.encode("utf-8")
+    digest = bytearray(
+        hashlib.sha1(name, usedforsecurity=False).digest()[:16]
+    )  # uuid5 is SHA-1 by definition
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def reference_for(report_id: str) -> str:
-    """A short reference a reporter can read out on the phone (the report number comes at ingest)."""
-    code = base64.b32encode(uuid.UUID(report_id).bytes[:5]).decode()
+    """A short reference a reporter can read out on the phone (the report number comes at ingest):
+    the base32 of the report id's first five bytes."""
+    if _CANONICAL_UUID.fullmatch(report_id):
+        head = int(report_id[:8] + report_id[9:11], 16)
+    else:
+        head = int.from_bytes(uuid.UUID(report_id).bytes[:5], "big")
+    code = "".join(_BASE32[(head >> shift) & 31] for shift in range(35, -1, -5))
     return f"TIP-{code[:4]}-{code[4:8]}"
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import typing
+import uuid
 from typing import Any
 
 import pytest
@@ -128,3 +130,19 @@ def test_plain_urls_normalise_as_urllib_reads_them(text: str) -> None:
     if fast == ("ok", None):
         return  # not a plain URL: urllib reads it
     assert fast == _result(lambda t, f: logic._normalize_split_url(t, t, f), text, "url")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(min_size=1, max_size=60))
+def test_report_ids_and_references_are_the_uuid5_and_base32_ones(submission_id: str) -> None:
+    """The fast report id is uuid5 of the submission id, and the reference base32 of its first bytes."""
+    try:
+        expected = str(uuid.uuid5(logic.REPORT_ID_NAMESPACE, submission_id))
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            logic.report_id_for(submission_id)
+        return
+    assert logic.report_id_for(submission_id) == expected
+    code = base64.b32encode(uuid.UUID(expected).bytes[:5]).decode()
+    assert logic.reference_for(expected) == f"TIP-{code[:4]}-{code[4:8]}"
+    assert logic.reference_for(expected.upper()) == logic.reference_for(expected)
