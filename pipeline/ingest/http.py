@@ -173,6 +173,7 @@ class Intake:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.log: Any = log
         self.producer: Producer | None = None
         self.pool: AsyncConnectionPool[Any] | None = None
         self.keys: _KeyStore | None = None
@@ -186,6 +187,9 @@ class Intake:
         )
 
     async def start(self) -> None:
+        # Bound once logging is configured: the module's lazy proxy would bind again on every line, and
+        # a filtered-out debug line on a bound logger costs nothing.
+        self.log = log.bind()
         self._loop = asyncio.get_running_loop()
         await run_in_threadpool(self._start_clients)
         # The environment's schema (search_path), as every other connection of the project uses it: a
@@ -254,13 +258,22 @@ class Intake:
             client.produce_submitted(producer, self.settings, event, on_delivery)
         except BufferError:
             raise ServiceError("the intake queue is full; retry in a second") from None
+        # The delivery report comes within message.timeout.ms, failed or not; this timer is a safety net.
+        timer = loop.call_later(ACK_TIMEOUT_S, _expire, fut)
         try:
-            err = await asyncio.wait_for(fut, ACK_TIMEOUT_S)
+            err = await fut
         except TimeoutError:
             raise ServiceError("Kafka did not acknowledge the report in time; send it again") from None
+        finally:
+            timer.cancel()
         problem = client.delivery_error(err)
         if problem is not None:
             raise problem
+
+
+def _expire(fut: asyncio.Future[KafkaError | None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def _settle(batch: list[tuple[asyncio.Future[KafkaError | None], KafkaError | None]]) -> None:
@@ -334,7 +347,7 @@ async def _answer_report(intake: Intake, scope: Scope, receive: Receive) -> _Ans
             try:
                 enc = await intake.encrypt(parsed.report_id, parsed.contact)
             except (psycopg.Error, PoolTimeout):
-                log.warning("contact_key_store_unavailable", report_id=parsed.report_id)
+                intake.log.warning("contact_key_store_unavailable", report_id=parsed.report_id)
                 return _error(
                     503,
                     "the key store is unavailable; send the report again shortly.",
@@ -348,9 +361,9 @@ async def _answer_report(intake: Intake, scope: Scope, receive: Receive) -> _Ans
     try:
         await intake.publish(event)
     except ServiceError as exc:
-        log.warning("report_not_acknowledged", report_id=event.envelope.report_id, error=str(exc))
+        intake.log.warning("report_not_acknowledged", report_id=event.envelope.report_id, error=str(exc))
         return _error(503, str(exc), None, "unavailable", **{"Retry-After": "5"})
-    log.debug("report_submitted", report_id=event.envelope.report_id, channel="web")
+    intake.log.debug("report_submitted", report_id=event.envelope.report_id, channel="web")
     return _Answer(202, client.receipt_of(event).as_json())
 
 
@@ -384,7 +397,7 @@ class IntakeApp(FastAPI):
             except _ClientGone:
                 return
             except Exception:
-                log.error("report_request_failed")
+                self.intake.log.error("report_request_failed")
                 await _send(send, _error(500, "the intake failed; send the report again.", None, "internal"))
                 raise
             await _send(send, answer)
