@@ -3,9 +3,11 @@ KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL name them) and a topic suffix of their ow
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -53,9 +55,30 @@ def suffix() -> str:
 
 
 @pytest.fixture
-def settings(base_settings: Settings, suffix: str) -> Settings:
-    """Settings whose topic and group names carry this test's own suffix (topics made on demand)."""
-    return base_settings.with_suffix(suffix)
+def settings(base_settings: Settings, suffix: str) -> Iterator[Settings]:
+    """Settings whose topic and group names carry this test's own suffix (topics made on demand).
+
+    The test's topics are deleted after it: a broker's idle CPU grows with its partitions (measured: 26%
+    of a core with 14,000 left by earlier runs), and the suite makes thousands.
+    """
+    yield base_settings.with_suffix(suffix)
+    _delete_topics_of(base_settings, suffix)
+
+
+def _delete_topics_of(base: Settings, suffix: str) -> None:
+    from confluent_kafka import KafkaException
+
+    from pipeline import kafka
+
+    admin = kafka.admin(base)
+    try:
+        names = [t for t in admin.list_topics(timeout=10).topics if suffix in t]
+        if names:
+            for fut in admin.delete_topics(names, operation_timeout=10).values():
+                with contextlib.suppress(KafkaException):  # already gone, or the broker was stopped
+                    fut.result()
+    except KafkaException as exc:
+        warnings.warn(f"could not delete the test's topics ({exc})", stacklevel=1)
 
 
 @pytest.fixture
