@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,6 +56,8 @@ PRODUCER_INTAKE = "intake/0.1.0"
 PRODUCER_INGEST = "ingest/0.1.0"
 
 DEFAULT_REGION = "CA"
+HOST_CACHE_SIZE = 8_192
+"""Hosts whose normal form and technology are remembered (pure functions of the host)."""
 MAX_DEPTH = 20
 MAX_TEXT = 1_000
 MAX_ITEMS = 500
@@ -202,6 +204,21 @@ def _refuse(field: str, message: str, reason: str = "invalid_field") -> DomainEr
 
 def normalize_host(host: str, field: str) -> str:
     """A host lower-cased, IDN to punycode; an IP literal validated. Raises DomainError."""
+    known = _normalized_host(host)
+    return known if known is not None else _normalize_host(host, field)
+
+
+@lru_cache(maxsize=HOST_CACHE_SIZE)
+def _normalized_host(host: str) -> str | None:
+    """``normalize_host`` remembered for the hosts seen lately (a few platforms make most reports);
+    None for a refused host, which ``_normalize_host`` refuses again naming the field."""
+    try:
+        return _normalize_host(host, "")
+    except DomainError:
+        return None
+
+
+def _normalize_host(host: str, field: str) -> str:
     host = host.rstrip(".")
     if not host:
         raise _refuse(field, "the URL has no host")
@@ -344,6 +361,7 @@ def normalize_hash(h: ev.FileHash, field: str) -> ev.FileHash:
     return ev.FileHash(hash_type=h.hash_type, value=value)
 
 
+@lru_cache(maxsize=HOST_CACHE_SIZE)
 def technology_of_host(host: str) -> ev.Technology:
     """Which technology a URL belongs to, by its host (a sub-domain counts as its parent)."""
     labels = host.split(".")
@@ -410,34 +428,53 @@ def _text_is_clean(text: str, exempt: bool) -> bool:
     return exempt or len(text) < MIN_BASE64_RUN or not _BASE64_RUN.search(text)
 
 
+_SCALARS = frozenset({type(None), bool, int, float})
+
+
 def _looks_clean(value: Any, depth: int, exempt: bool) -> bool:  # noqa: PLR0911, PLR0912 - unrolled: runs on every value of every report
     """True when ``scan_json`` would refuse nothing in ``value``: the same rules without building a path
-    for every value. False only sends the value through the reference walk, which names the field (or
-    finds nothing, e.g. for a key that is not a string)."""
-    if isinstance(value, str):
+    for every value. False sends the value through the reference walk, which names the field, or finds
+    nothing (a key that is not a string, a subclass of str, dict or list: rare, and judged there)."""
+    kind = type(value)
+    if kind is str:
         return _text_is_clean(value, exempt)
-    if isinstance(value, dict):
+    if kind is dict:
         if depth >= MAX_DEPTH:
             return False
         for key in value:
             if type(key) is not str or not key.isascii() or key.lower() in MEDIA_FIELDS:
                 return False
         for key, item in value.items():
-            if isinstance(item, str):
-                if not _text_is_clean(item, key in _BASE64_EXEMPT):
+            kind = type(item)
+            if kind is str:
+                # Short ASCII text without a colon, most of what a report holds, is clean by every rule.
+                if (len(item) >= MIN_BASE64_RUN or not item.isascii() or ":" in item) and not _text_is_clean(
+                    item, key in _BASE64_EXEMPT
+                ):
                     return False
-            elif isinstance(item, dict | list) and not _looks_clean(item, depth + 1, key in _BASE64_EXEMPT):
+            elif kind is dict or kind is list:
+                if not _looks_clean(item, depth + 1, key in _BASE64_EXEMPT):
+                    return False
+            elif kind not in _SCALARS:
                 return False
-    elif isinstance(value, list):
+        return True
+    if kind is list:
         if depth >= MAX_DEPTH:
             return False
         for item in value:
-            if isinstance(item, str):
-                if not _text_is_clean(item, exempt):
+            kind = type(item)
+            if kind is str:
+                if (len(item) >= MIN_BASE64_RUN or not item.isascii() or ":" in item) and not _text_is_clean(
+                    item, exempt
+                ):
                     return False
-            elif isinstance(item, dict | list) and not _looks_clean(item, depth + 1, exempt):
+            elif kind is dict or kind is list:
+                if not _looks_clean(item, depth + 1, exempt):
+                    return False
+            elif kind not in _SCALARS:
                 return False
-    return True
+        return True
+    return kind in _SCALARS
 
 
 def scan_json(value: Any) -> None:
@@ -836,7 +873,9 @@ def _check_content(fields: dict[str, Any], now: datetime) -> dict[str, Any]:
         person = fields.get(name)
         loc = getattr(person, "location", None)
         if person is not None and loc is not None:
-            fields[name] = dataclasses.replace(person, location=_check_location(loc, f"{name}.location"))
+            checked = _check_location(loc, f"{name}.location")
+            if checked != loc:  # codes given in lower case or with spaces
+                fields[name] = dataclasses.replace(person, location=checked)
     probe = ev.ReportSubmitted(
         envelope=_PROBE_ENVELOPE,
         submission_id="probe",
@@ -874,7 +913,7 @@ def check_reporter_location(loc: ev.Location | None) -> ev.Location | None:
         return None
     where = _check_location(loc, "reporter_location")
     city = where.city.strip() if where.city else None
-    where = dataclasses.replace(where, city=city or None)
+    where = ev.Location(province=where.province, country=where.country, city=city or None)
     if where.province is not None and where.country not in (None, DEFAULT_REGION):
         raise _refuse(
             "reporter_location.country",
