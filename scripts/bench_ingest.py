@@ -1,13 +1,17 @@
 """Benchmark: HTTP intake and the ingest stage on the real Kafka and PostgreSQL. Prints figures, asserts nothing.
 
-Run: ``.venv/bin/python scripts/bench_ingest.py [--reports 5000] [--concurrency 64] [--workers 2]``
-with the services up. The reports are the project's generated stream (``pipeline.generator``), with
-fresh submission ids so that a second run is not a stream of resubmissions.
+Run: ``.venv/bin/python scripts/bench_ingest.py [--reports 5000] [--concurrency 64] [--workers 2]
+[--client raw|httpx] [--only http|stage]`` with the services up. The reports are the project's generated
+stream (``pipeline.generator``) as the public web form sends them (no ``intake_system``), with fresh
+submission ids so that a second run is not a stream of resubmissions.
 
-1. HTTP intake: ``tipline intake serve`` runs in a subprocess (uvicorn, ``--workers``); an httpx client
-   posts the reports with ``--concurrency`` requests in flight; each 202 means the event was acknowledged
-   by the broker (acks=all). Printed beside: raw confluent-kafka produce of the same encoded records
-   (idempotent, acks=all, one flush at the end) in the same run.
+1. HTTP intake: ``tipline intake serve`` runs in a subprocess (uvicorn, ``--workers``); the load client
+   posts the reports with ``--concurrency`` requests in flight (many reporters at once); each 202 means
+   the event was acknowledged by the broker (acks=all). The default client is cheap on purpose, since it
+   shares the machine's CPUs with the server and the broker: keep-alive HTTP/1.1 connections on uvloop,
+   each request serialised before the clock starts; ``--client httpx`` is the former one. Printed: the
+   CPU per report of the server (all workers), the client, the broker and PostgreSQL, and beside it a raw
+   confluent-kafka produce of the same encoded records (idempotent, acks=all, one flush at the end).
 2. Ingest stage: the transactional stage runner (in this process) consumes the submitted topic and emits
    ``ReportReceived`` (numbering and linking in PostgreSQL, one Kafka transaction per batch). Printed
    beside: raw produce of the same records again.
@@ -335,7 +339,7 @@ def bench_stage(settings: Settings, expected: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reports", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=18765)
     parser.add_argument("--seed", type=int, default=11)
