@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Annotated, Any
 
@@ -29,17 +30,24 @@ def mount(app: typer.Typer) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="Port (default: TIPLINE_HTTP_PORT, 8088).")] = None,
-    workers: Annotated[int, typer.Option(min=1, max=32, help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=32, help="Worker processes (default: one per CPU; each parses on its own core)."
+        ),
+    ] = None,
 ) -> None:
     """Serve POST /v1/reports and GET /v1/health until stopped."""
     from pipeline import bootstrap
     from pipeline.ingest.http import serve as run
 
     settings = bootstrap.settings()
+    count = workers or min(os.cpu_count() or 1, 32)
     console.print(
-        f"Intake listening on http://{host}:{port or settings.http_port}/v1/reports", highlight=False
+        f"Intake listening on http://{host}:{port or settings.http_port}/v1/reports ({count} worker(s))",
+        highlight=False,
     )
-    run(settings, host=host, port=port, workers=workers)
+    run(settings, host=host, port=port, workers=count)
 
 
 def _split(values: list[str]) -> list[str]:

@@ -446,18 +446,20 @@ def app_from_env() -> FastAPI:
 
 
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int | None = None, workers: int = 1) -> None:
+    """Run the intake under uvicorn: its C event loop (uvloop) and HTTP parser (httptools), both brought
+    by ``uvicorn[standard]``; several workers each parse reports on their own CPU."""
     import uvicorn
 
     port = port or settings.http_port
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": "warning",
+    }
     if workers > 1:
-        uvicorn.run(
-            "pipeline.ingest.http:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=False,
-            log_level="warning",
-        )
+        uvicorn.run("pipeline.ingest.http:app_from_env", factory=True, workers=workers, **options)
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="warning")
+        uvicorn.run(create_app(settings), **options)
