@@ -11,8 +11,8 @@ restarted at least once while the stream flows.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import random
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,20 +61,64 @@ def start_fleet(settings: Settings, *, seed: int, analysts: int = 2) -> Fleet:
     return fleet
 
 
-def publish(
-    settings: Settings, reports: int, seed: int, published: list[int], errors: list[BaseException]
-) -> None:
-    """Hand the generated reports in as an intake system does (the client encrypts contacts first)."""
+def publish_share(settings: Settings, stream: tuple[int, int], share: tuple[int, int], done: Any) -> None:
+    """One intake system's share of the generated reports (``stream``: how many, seed; ``share``: every
+    ``count``-th from ``index``), handed in as an intake system does: the client encrypts contacts
+    first. Runs in a process of its own."""
     from pipeline.generator import generate
     from pipeline.ingest.client import IntakeClient
 
-    try:
-        with IntakeClient(settings) as client:
-            for report in generate(reports, seed):
+    reports, seed = stream
+    index, count = share
+
+    with IntakeClient(settings) as client:
+        for i, report in enumerate(generate(reports, seed)):
+            if i % count == index:
                 client.submit(report, wait=False)  # acknowledged in bulk by flush() on exit
-                published[0] += 1
-    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which reports it
-        errors.append(exc)
+                with done.get_lock():
+                    done.value += 1
+
+
+class Publishers:
+    """``count`` intake-system processes handing the stream in side by side, apart from the demo's own
+    process (a thread there shared one interpreter lock with the watcher that reads every close). Each
+    generates the whole stream (the generator's repeated URLs depend on its order) and hands in its
+    share; one is the default: on 2 cores a second one only competes with the stages."""
+
+    def __init__(self, settings: Settings, reports: int, seed: int, count: int = 1) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.done = ctx.Value("q", 0)
+        self.procs = [
+            ctx.Process(
+                target=publish_share,
+                args=(settings, (reports, seed), (i, count), self.done),
+                name=f"intake-system-{i}",
+                daemon=True,
+            )
+            for i in range(count)
+        ]
+
+    @property
+    def published(self) -> int:
+        return int(self.done.value)
+
+    def start(self) -> None:
+        for p in self.procs:
+            p.start()
+
+    def check(self) -> None:
+        for p in self.procs:
+            if p.exitcode not in (None, 0):
+                raise DemoFailed(
+                    f"The intake system {p.name} stopped (exit {p.exitcode}) after "
+                    f"{self.published} reports were handed in; its error is printed above."
+                )
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
 
 
 def run_pipeline(
@@ -94,11 +138,7 @@ def run_pipeline(
     bootstrap.ensure_topics(settings)
     fleet = start_fleet(settings, seed=seed)
     watcher = Watcher(settings)
-    published = [0]
-    errors: list[BaseException] = []
-    publisher = threading.Thread(
-        target=publish, args=(settings, reports, seed, published, errors), daemon=True
-    )
+    publisher = Publishers(settings, reports, seed)
     chaos_plan = _chaos_plan(fleet, seed) if chaos else []
     try:
         # A tipline's pipeline is running before reports come: the clock starts once every stage has
@@ -120,8 +160,7 @@ def run_pipeline(
             done = progress.add_task("closed", total=reports)
             deadline = time.monotonic() + timeout_s
             while watcher.tally.ended < reports:
-                if errors:
-                    raise errors[0]
+                publisher.check()
                 if time.monotonic() > deadline:
                     raise DemoFailed(
                         f"Only {watcher.tally.ended} of {reports} reports were closed within {timeout_s:.0f} s; "
@@ -130,10 +169,10 @@ def run_pipeline(
                 watcher.poll(0.2)
                 fleet.check()
                 _run_chaos(fleet, chaos_plan, watcher.tally.ended / reports)
-                progress.update(sub, completed=published[0])
+                progress.update(sub, completed=publisher.published)
                 progress.update(done, completed=watcher.tally.ended)
             finished = time.monotonic()  # the last close seen (the watcher polls every 0.2 s at most)
-            progress.update(sub, completed=published[0])
+            progress.update(sub, completed=publisher.published)
         # Read on briefly so that a duplicate close or referral, if any, is seen too.
         settle_until = time.monotonic() + 2.0
         while time.monotonic() < settle_until:
@@ -161,7 +200,7 @@ def run_pipeline(
     finally:
         watcher.close()
         fleet.stop_all()
-        publisher.join(5)
+        publisher.stop()
 
 
 def wait_until_stages_joined(settings: Settings, fleet: Fleet, timeout_s: float = 120.0) -> None:
