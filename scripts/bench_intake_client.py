@@ -58,7 +58,7 @@ def raw_produce(settings: Settings, bodies: list[dict[str, Any]]) -> float:
     return len(values) / (time.perf_counter() - started)
 
 
-def run(settings: Settings, bodies: list[dict[str, Any]], mode: str) -> None:
+def run(settings: Settings, bodies: list[dict[str, Any]], mode: str, *, quiet: bool = False) -> None:
     cpu = time.process_time()
     started = time.perf_counter()
     with client.IntakeClient(settings) as intake:
@@ -71,6 +71,8 @@ def run(settings: Settings, bodies: list[dict[str, Any]], mode: str) -> None:
     elapsed = time.perf_counter() - started
     cpu_ms = (time.process_time() - cpu) / len(bodies) * 1000
     label = "submit(wait=False)" if mode == "submit" else "submit_many"
+    if quiet:
+        return
     print(
         f"  IntakeClient {label:19s} {len(bodies) / elapsed:7.0f} reports/s  "
         f"({len(bodies)} reports in {elapsed:.2f} s; client CPU {cpu_ms:.2f} ms/report)"
@@ -88,7 +90,7 @@ def main() -> None:
     kafka.ensure_topics(settings, (SUBMITTED, SCRATCH))
     modes = ("submit", "many") if args.mode == "both" else (args.mode,)
     warm = reports(100, args.seed + 1)
-    run(settings, warm, "submit")  # warm-up: imports, connections, caches
+    run(settings, warm, "submit", quiet=True)  # warm-up: imports, connections, caches
     print(f"intake client benchmark: {args.reports} generated reports, {os.cpu_count()} CPU(s)")
     for i, mode in enumerate(modes):
         bodies = reports(args.reports, args.seed + 10 * i)
