@@ -156,7 +156,7 @@ class _KeyStore:
                 try:
                     async with self.pool.connection(timeout=ACK_TIMEOUT_S) as conn:
                         keys = await self.ring.data_keys_async(conn, [rid for rid, _ in batch])
-                except (psycopg.Error, PoolTimeout) as exc:
+                except Exception as exc:  # noqa: BLE001 - every waiting request gets it (a 503 or a 500)
                     for _rid, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)

@@ -156,3 +156,20 @@ def test_http_contact_keys_live_in_the_environment_and_erase(settings: Settings,
         assert target.contact is not None
         assert crypto.erase(conn, target.envelope.report_id) is True
         assert crypto.decrypt_contact(conn, target.contact, ring=ring) is None
+
+
+def test_http_key_store_down_answers_503_and_publishes_nothing(settings: Settings, topics: None) -> None:
+    """With the key store unreachable, a report with a contact gets 503 and Retry-After, and is not sent;
+    a report without one is still accepted."""
+    with TestClient(create_app(settings)) as http:
+        intake = http.app.intake  # type: ignore[attr-defined]
+        assert intake.pool is not None
+        http.portal.call(intake.pool.close)  # type: ignore[union-attr]
+        with_contact = _bodies(3, contact_every=1)
+        answers = [http.post("/v1/reports", json=b) for b in with_contact]
+        anonymous = http.post("/v1/reports", json=_bodies(1, contact_every=2)[0] | {"contact": None})
+    assert [a.status_code for a in answers] == [503] * 3
+    assert all(a.headers["retry-after"] == "5" and a.json()["reason"] == "unavailable" for a in answers)
+    assert anonymous.status_code == 202, anonymous.text
+    got = consume(settings, SUBMITTED, count=1, timeout=30, settle=2.0).events
+    assert [e.envelope.report_id for e in got] == [anonymous.json()["report_id"]]
