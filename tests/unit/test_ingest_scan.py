@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import typing
 import uuid
 from typing import Any
@@ -146,3 +147,17 @@ def test_report_ids_and_references_are_the_uuid5_and_base32_ones(submission_id: 
     code = base64.b32encode(uuid.UUID(expected).bytes[:5]).decode()
     assert logic.reference_for(expected) == f"TIP-{code[:4]}-{code[4:8]}"
     assert logic.reference_for(expected.upper()) == logic.reference_for(expected)
+
+
+RUN_TEXT = st.lists(
+    st.one_of(st.integers(logic.MIN_BASE64_RUN - 2, logic.MIN_BASE64_RUN + 2), st.integers(0, 5)),
+    max_size=4,
+).map(lambda lengths: " ".join("Q" * n for n in lengths))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(RUN_TEXT, st.text(alphabet="AB+/= é", max_size=2_100)))
+def test_base64_runs_are_found_exactly_at_the_limit(text: str) -> None:
+    """A text is refused as base64 exactly when it holds a run of MIN_BASE64_RUN such characters."""
+    longest = max((len(run) for run in re.split(r"[^A-Za-z0-9+/=]", text)), default=0)
+    assert bool(logic._BASE64_RUN.search(text)) == (longest >= logic.MIN_BASE64_RUN)
