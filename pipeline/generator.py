@@ -176,6 +176,17 @@ EncryptContact = Callable[[str, Mapping[str, str]], EncryptedContact]
 connection."""
 
 
+def start_before(today: datetime, n: int, reports_per_day: float = REPORTS_PER_DAY) -> datetime:
+    """``DEFAULT_START``, moved back by whole years until a stream of ``n`` reports (about ``n /
+    reports_per_day`` days, with a margin) ends before ``today``: the intake refuses times in the future,
+    and 18,000 reports at the published rate span a year. The same for every day of a year's run."""
+    span = timedelta(days=n / reports_per_day * 1.1 + 2)
+    start = DEFAULT_START
+    while start + span > today:
+        start = start.replace(year=start.year - 1)
+    return start
+
+
 def generate(
     n: int,
     seed: int,

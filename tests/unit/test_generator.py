@@ -400,3 +400,18 @@ def test_summary_figures_match_the_stream(subs: list[gen.Submission]) -> None:
     assert figures["urls_per_csam_report"] == pytest.approx(4.9, abs=0.5)
     assert figures["share_anonymous"] == pytest.approx(0.6, abs=0.04)
     assert gen.summarize([]) == {"reports": 0.0}
+
+
+@pytest.mark.parametrize("n", [10, 3000, 20000])
+def test_a_stream_started_by_start_before_ends_before_today(n: int) -> None:
+    """The intake refuses times in the future: a demo's stream must lie wholly in the past."""
+    from datetime import UTC, datetime
+
+    from pipeline.generator import DEFAULT_START, generate_submissions, start_before
+
+    today = datetime(2026, 12, 3, 20, 0, tzinfo=UTC)
+    start = start_before(today, n)
+    assert (start.month, start.day) == (DEFAULT_START.month, DEFAULT_START.day)
+    times = [s.submitted_at for s in generate_submissions(n, 7, start=start)]
+    assert len(times) == n
+    assert max(times) < today
