@@ -38,7 +38,7 @@ from confluent_kafka import KafkaException
 from psycopg import sql
 
 from pipeline import events as ev
-from pipeline import kafka, serde
+from pipeline import kafka, serde, stage_bench
 from pipeline.assess import logic, queue
 from pipeline.assess.stage import spec
 from pipeline.classify import logic as classify_logic
@@ -48,7 +48,7 @@ from pipeline.generator import generate_events
 from pipeline.ingest import logic as ingest_logic
 from pipeline.logging import configure
 from pipeline.prioritize import logic as prioritize_logic
-from pipeline.runtime import StageRunner, StageSpec
+from pipeline.runtime import StageSpec
 from pipeline.settings import Settings
 from pipeline.topics import ASSESSED, CLASSIFIED, dead_letter, name
 
@@ -98,38 +98,6 @@ def classified_stream(n: int, seed: int) -> tuple[list[ev.ReportClassified], lis
         # Lanes do not order one report's events: every other re-classification overtakes its original.
         events.extend((event, raised) if i % 50 == 0 else (raised, event))
     return events, known
-
-
-def fill(settings: Settings, events: list[ev.ReportClassified]) -> None:
-    prod = kafka.producer(settings)
-    for event in events:
-        topic = name(CLASSIFIED[event.level - 1], settings.topic_suffix)
-        while True:
-            try:
-                prod.produce(topic, key=event.envelope.report_id.encode(), value=serde.encode(event))
-                break
-            except BufferError:
-                prod.poll(0.05)
-    if prod.flush(60):
-        raise SystemExit("the input records were not all acknowledged")
-
-
-def run(settings: Settings, stage: StageSpec, expected: int) -> tuple[float, float]:
-    """Records per second of one runner over ``expected`` waiting records, and its CPU per record (ms)."""
-    runner = StageRunner(stage, settings, instance="bench")
-    runner.start()
-    try:
-        while runner.poll_once(1.0) == 0:  # the first poll joins the group; the clock starts at a batch
-            pass
-        started, cpu, first = time.perf_counter(), time.process_time(), runner.processed
-        deadline = time.monotonic() + 900
-        while runner.processed < expected and time.monotonic() < deadline:
-            runner.poll_once(0.5)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        done = runner.processed - first
-    finally:
-        runner.close()
-    return done / elapsed, cpu / max(done, 1) * 1000
 
 
 def outputs(settings: Settings) -> dict[str, Any]:
@@ -190,8 +158,19 @@ def bench_stage(base: Settings, args: argparse.Namespace, made: list[Settings]) 
             kafka.ensure_topics(settings, (*CLASSIFIED, ASSESSED, DLQ))
             with connect(settings) as conn:
                 queue.load_known_hashes(conn, known, source="bench")
-            fill(settings, events)
-            rate, cpu_ms = run(settings, stage, len(events))
+            stage_bench.fill(
+                settings,
+                (
+                    (
+                        name(CLASSIFIED[e.level - 1], settings.topic_suffix),
+                        e.envelope.report_id.encode(),
+                        serde.encode(e),
+                        None,
+                    )
+                    for e in events
+                ),
+            )
+            rate, cpu_ms = stage_bench.run(settings, stage, len(events))
             print(f"  round {round_no + 1} {label:13s} {rate:8.0f} records/s   CPU {cpu_ms:.2f} ms/record")
             if round_no == 0:
                 seen[label] = outputs(settings)

@@ -24,47 +24,15 @@ import uuid
 from typing import Any
 
 from pipeline import events as ev
-from pipeline import kafka, serde
+from pipeline import kafka, serde, stage_bench
 from pipeline.generator import generate_events
 from pipeline.ingest.stage import spec
 from pipeline.logging import configure
-from pipeline.runtime import StageRunner, StageSpec
+from pipeline.runtime import StageSpec
 from pipeline.settings import Settings
 from pipeline.topics import RECEIVED, SUBMITTED, dead_letter, name
 
 DLQ = dead_letter("ingest")
-
-
-def fill(settings: Settings, values: list[tuple[bytes, bytes]]) -> None:
-    prod = kafka.producer(settings)
-    topic = name(SUBMITTED, settings.topic_suffix)
-    for key, value in values:
-        while True:
-            try:
-                prod.produce(topic, key=key, value=value, partition=0)
-                break
-            except BufferError:
-                prod.poll(0.05)
-    if prod.flush(60):
-        raise SystemExit("the input records were not all acknowledged")
-
-
-def run(settings: Settings, stage: StageSpec, expected: int) -> tuple[float, float]:
-    """Records per second of one runner over ``expected`` waiting records, and its CPU per record (ms)."""
-    runner = StageRunner(stage, settings, instance="bench")
-    runner.start()
-    try:
-        while runner.poll_once(1.0) == 0:  # the first poll joins the group; the clock starts at a batch
-            pass
-        started, cpu, first = time.perf_counter(), time.process_time(), runner.processed
-        deadline = time.monotonic() + 900
-        while runner.processed < expected and time.monotonic() < deadline:
-            runner.poll_once(0.5)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        done = runner.processed - first
-    finally:
-        runner.close()
-    return done / elapsed, cpu / max(done, 1) * 1000
 
 
 def outputs(settings: Settings, expected: int) -> dict[str, Any]:
@@ -129,8 +97,9 @@ def main() -> None:
         for label, stage in modes:
             settings = base.with_suffix(f".bingest{uuid.uuid4().hex[:8]}")
             kafka.ensure_topics(settings, (SUBMITTED, RECEIVED, DLQ))
-            fill(settings, values)
-            rate, cpu_ms = run(settings, stage, len(values))
+            topic = name(SUBMITTED, settings.topic_suffix)
+            stage_bench.fill(settings, ((topic, k, v, 0) for k, v in values))
+            rate, cpu_ms = stage_bench.run(settings, stage, len(values))
             print(f"  round {round_no + 1} {label:13s} {rate:8.0f} records/s   CPU {cpu_ms:.2f} ms/record")
             if round_no == 0:
                 seen[label] = outputs(settings, len(values))
