@@ -66,14 +66,15 @@ def publish_share(settings: Settings, stream: tuple[int, int], share: tuple[int,
     """One intake system's share of the generated reports (``stream``: how many, seed; ``share``: every
     ``count``-th from ``index``), handed in as an intake system does: the client encrypts contacts
     first. Runs in a process of its own."""
-    from pipeline.generator import generate, start_before
+    from pipeline.generator import generate, recent_window
     from pipeline.ingest.client import IntakeClient
 
     reports, seed = stream
     index, count = share
 
-    start = start_before(datetime.now(UTC), reports)
-    mine = (r for i, r in enumerate(generate(reports, seed, start=start)) if i % count == index)
+    start, per_day = recent_window(datetime.now(UTC), reports)
+    made = generate(reports, seed, start=start, reports_per_day=per_day)
+    mine = (r for i, r in enumerate(made) if i % count == index)
     with IntakeClient(settings) as client:  # flush() on exit waits for the broker's every ack
         while chunk := list(itertools.islice(mine, 200)):
             client.submit_many(chunk)  # contact keys made in bulk, as a busy intake system would

@@ -176,15 +176,15 @@ EncryptContact = Callable[[str, Mapping[str, str]], EncryptedContact]
 connection."""
 
 
-def start_before(today: datetime, n: int, reports_per_day: float = REPORTS_PER_DAY) -> datetime:
-    """``DEFAULT_START``, moved back by whole years until a stream of ``n`` reports (about ``n /
-    reports_per_day`` days, with a margin) ends before ``today``: the intake refuses times in the future,
-    and 18,000 reports at the published rate span a year. The same for every day of a year's run."""
-    span = timedelta(days=n / reports_per_day * 1.1 + 2)
-    start = DEFAULT_START
-    while start + span > today:
-        start = start.replace(year=start.year - 1)
-    return start
+def recent_window(today: datetime, n: int) -> tuple[datetime, float]:
+    """A start and a daily rate for ``n`` reports that end just before ``today``, over at most about 200
+    days: the intake refuses times in the future and checks a child's stated age against a date of birth
+    at the time it receives the report, so a stream must be recent (at the published 52 reports a day,
+    20,000 reports would span more than a year). Times move with the day of the run; nothing else does."""
+    per_day = max(REPORTS_PER_DAY, n / 180)
+    span = timedelta(days=n / per_day * 1.1 + 1)
+    start = (today - span).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, per_day
 
 
 def generate(

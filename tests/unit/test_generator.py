@@ -403,15 +403,15 @@ def test_summary_figures_match_the_stream(subs: list[gen.Submission]) -> None:
 
 
 @pytest.mark.parametrize("n", [10, 3000, 20000])
-def test_a_stream_started_by_start_before_ends_before_today(n: int) -> None:
-    """The intake refuses times in the future: a demo's stream must lie wholly in the past."""
-    from datetime import UTC, datetime
+def test_a_recent_window_stream_ends_before_today_within_200_days(n: int) -> None:
+    """The intake refuses future times and checks ages at intake: a demo's stream must be recent and past."""
+    from datetime import UTC, datetime, timedelta
 
-    from pipeline.generator import DEFAULT_START, generate_submissions, start_before
+    from pipeline.generator import generate_submissions, recent_window
 
     today = datetime(2026, 12, 3, 20, 0, tzinfo=UTC)
-    start = start_before(today, n)
-    assert (start.month, start.day) == (DEFAULT_START.month, DEFAULT_START.day)
-    times = [s.submitted_at for s in generate_submissions(n, 7, start=start)]
+    start, per_day = recent_window(today, n)
+    times = [s.submitted_at for s in generate_submissions(n, 7, start=start, reports_per_day=per_day)]
     assert len(times) == n
     assert max(times) < today
+    assert today - min(times) < timedelta(days=200)
