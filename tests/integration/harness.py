@@ -6,14 +6,14 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Message
 
 from pipeline import kafka, serde
-from pipeline.runtime import StageRunner, StageSpec
+from pipeline.runtime import Context, Item, Output, Refusal, StageRunner, StageSpec
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec, name
 
@@ -122,3 +122,21 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float = 30.0, what: str 
             return
         time.sleep(0.05)
     raise AssertionError(f"{what} not reached within {timeout} s")
+
+
+class CountingStage:
+    """A stage's handlers, counting how often the runner used each (did the batch path carry the load?)."""
+
+    def __init__(self, spec: StageSpec) -> None:
+        self.spec = spec
+        self.batches = 0
+        self.singles = 0
+
+    def handle(self, event: Any, ctx: Context) -> Sequence[Output]:
+        self.singles += 1
+        return self.spec.handle(event, ctx)
+
+    def handle_batch(self, items: Sequence[Item], ctx: Context) -> Sequence[Sequence[Output] | Refusal]:
+        assert self.spec.handle_batch is not None
+        self.batches += 1
+        return self.spec.handle_batch(items, ctx)

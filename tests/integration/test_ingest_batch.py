@@ -20,10 +20,9 @@ from pipeline.errors import DomainError, SerdeError
 from pipeline.generator import generate_events
 from pipeline.ingest import logic, stage
 from pipeline.ingest.client import now_ms
-from pipeline.runtime import Context, Item, Output, Refusal, StageSpec
 from pipeline.settings import Settings
 from pipeline.topics import RECEIVED, SUBMITTED, dead_letter, name
-from tests.integration.harness import StageThread, consume
+from tests.integration.harness import CountingStage, StageThread, consume
 
 DLQ = dead_letter("ingest")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -268,22 +267,6 @@ def _produce_in_order(settings: Settings, events: Sequence[Any]) -> None:
     assert prod.flush(30) == 0
 
 
-class _Counting:
-    def __init__(self, spec: StageSpec) -> None:
-        self.spec = spec
-        self.batches = 0
-        self.singles = 0
-
-    def handle(self, event: Any, ctx: Context) -> Sequence[Output]:
-        self.singles += 1
-        return self.spec.handle(event, ctx)
-
-    def handle_batch(self, items: Sequence[Item], ctx: Context) -> Sequence[Sequence[Output] | Refusal]:
-        assert self.spec.handle_batch is not None
-        self.batches += 1
-        return self.spec.handle_batch(items, ctx)
-
-
 def test_the_stage_through_handle_batch_emits_what_handle_emits(
     settings: Settings, make_topics: Callable[..., list[str]]
 ) -> None:
@@ -303,7 +286,7 @@ def test_the_stage_through_handle_batch_emits_what_handle_emits(
         kafka.ensure_topics(s, (SUBMITTED, RECEIVED, DLQ))
         _produce_in_order(s, events)
         full = stage.spec(s)
-        counting = _Counting(full)
+        counting = CountingStage(full)
         spec = dataclasses.replace(
             full,
             handle=counting.handle,

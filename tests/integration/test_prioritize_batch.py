@@ -20,10 +20,10 @@ from pipeline.db import connect
 from pipeline.errors import DomainError, SerdeError
 from pipeline.prioritize import stage
 from pipeline.prioritize.logic import MemoryState, decide
-from pipeline.runtime import Context, Item, Output, Refusal, StageSpec
+from pipeline.runtime import Context, Item
 from pipeline.settings import Settings
 from pipeline.topics import PRIORITIZED, RECEIVED, dead_letter, name
-from tests.integration.harness import StageThread, consume
+from tests.integration.harness import CountingStage, StageThread, consume
 from tests.unit.test_prioritize_rules import body, received
 
 DLQ = dead_letter("prioritize")
@@ -235,22 +235,6 @@ def test_two_instances_ranking_linked_reports_at_once_never_miss_each_other(sett
     assert set(levels.values()) == {1}
 
 
-class _Counting:
-    def __init__(self, spec: StageSpec) -> None:
-        self.spec = spec
-        self.batches = 0
-        self.singles = 0
-
-    def handle(self, event: Any, ctx: Context) -> Sequence[Output]:
-        self.singles += 1
-        return self.spec.handle(event, ctx)
-
-    def handle_batch(self, items: Sequence[Item], ctx: Context) -> Sequence[Sequence[Output] | Refusal]:
-        assert self.spec.handle_batch is not None
-        self.batches += 1
-        return self.spec.handle_batch(items, ctx)
-
-
 def test_the_stage_through_handle_batch_emits_what_handle_emits(
     settings: Settings, make_topics: Callable[..., list[str]]
 ) -> None:
@@ -278,7 +262,7 @@ def test_the_stage_through_handle_batch_emits_what_handle_emits(
             )
         assert prod.flush(30) == 0
         full = stage.spec(s)
-        counting = _Counting(full)
+        counting = CountingStage(full)
         spec = dataclasses.replace(
             full, handle=counting.handle, handle_batch=counting.handle_batch if mode == "many" else None
         )
