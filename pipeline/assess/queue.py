@@ -388,6 +388,10 @@ class _Slot:
     """The classification applied last by the run (None: the row's classification is unchanged)."""
 
 
+TABLES = ("assess_queue", "assess_queue_seen")
+"""The tables a run writes a row to for (about) each classification: those worth analyzing while young."""
+
+
 class ConcurrentEnqueue(ServiceError):
     """Another stage instance queued one of a run's reports meanwhile; the run is handled record by record."""
 
@@ -573,16 +577,30 @@ def claim(
         ).fetchall()
         held.sort(key=_urgency)
         fresh: list[dict[str, Any]] = []
-        if len(held) < limit:
-            fresh = cur.execute(
-                f"UPDATE assess_queue q SET status = 'claimed', claimed_by = %s, claim_expires_at = %s, "  # noqa: S608 - constant columns
-                "updated_at = %s "
-                f"FROM (SELECT namespace, report_id FROM assess_queue WHERE namespace = %s AND "
-                f"(status = 'open' OR (status = 'claimed' AND claim_expires_at <= %s)) "
-                f"ORDER BY level, arrival_seq LIMIT %s FOR UPDATE SKIP LOCKED) AS pick "
-                f"WHERE q.namespace = pick.namespace AND q.report_id = pick.report_id RETURNING {_prefixed('q')}",
-                (owner, now + ttl, now, namespace, now, limit - len(held)),
+        want = limit - len(held)
+        if want > 0:
+            # Open rows and expired claims through their own partial indexes, each already in urgency
+            # order (one OR over both made the planner filter the whole table at every claim once the
+            # table grew faster than its statistics); the most urgent ``want`` of the two are claimed,
+            # the rest of what was locked is let go at commit.
+            candidates = cur.execute(
+                "WITH open AS (SELECT report_id, level, arrival_seq FROM assess_queue "
+                "WHERE namespace = %s AND status = 'open' "
+                "ORDER BY level, arrival_seq LIMIT %s FOR UPDATE SKIP LOCKED), "
+                "expired AS (SELECT report_id, level, arrival_seq FROM assess_queue "
+                "WHERE namespace = %s AND status = 'claimed' AND claim_expires_at <= %s "
+                "ORDER BY level, arrival_seq LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "SELECT * FROM open UNION ALL SELECT * FROM expired",
+                (namespace, want, namespace, now, want),
             ).fetchall()
+            picked = [r["report_id"] for r in sorted(candidates, key=_urgency)[:want]]
+            if picked:
+                fresh = cur.execute(
+                    f"UPDATE assess_queue SET status = 'claimed', claimed_by = %s, claim_expires_at = %s, "  # noqa: S608 - constant columns
+                    "updated_at = %s WHERE namespace = %s AND report_id = ANY(%s::text[]) "
+                    f"RETURNING {_prefixed('assess_queue')}",
+                    (owner, now + ttl, now, namespace, picked),
+                ).fetchall()
     # One person's claim is worth an info line; a simulated team's runs log per report at debug only.
     say = log.info if limit == 1 else log.debug
     for row in fresh:
@@ -616,9 +634,9 @@ def _prefixed(alias: str) -> str:
 def open_count(conn: Conn, namespace: str, now: datetime) -> int:
     """How many reports wait for a person (open, or claimed with an expired claim)."""
     row = conn.execute(
-        "SELECT count(*) FROM assess_queue WHERE namespace = %s AND "
-        "(status = 'open' OR (status = 'claimed' AND claim_expires_at <= %s))",
-        (namespace, now),
+        "SELECT (SELECT count(*) FROM assess_queue WHERE namespace = %s AND status = 'open') + "
+        "(SELECT count(*) FROM assess_queue WHERE namespace = %s AND status = 'claimed' AND claim_expires_at <= %s)",
+        (namespace, namespace, now),
     ).fetchone()
     return int(row[0]) if row else 0
 

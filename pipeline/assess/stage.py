@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.assess import logic, queue
+from pipeline.db import YoungTableAnalyzer
 from pipeline.errors import ConfigError, DomainError
-from pipeline.events import ReportClassified
-from pipeline.runtime import Context, Item, Output, Refusal, StageSpec
+from pipeline.events import ReportAssessed, ReportClassified
+from pipeline.runtime import BatchHandler, Context, Item, Output, Refusal, StageSpec
 from pipeline.settings import Settings
 from pipeline.topics import ASSESSED, CLASSIFIED
 
@@ -42,12 +43,25 @@ def handle(event: object, ctx: Context) -> Sequence[Output]:
             raise _unexpected(event)
 
 
-def handle_batch(items: Sequence[Item], ctx: Context) -> list[Sequence[Output] | Refusal]:
-    """``handle`` over a run of records: the classified ones go through the queue together."""
-    classified = [item.event for item in items if isinstance(item.event, ReportClassified)]
-    outputs = iter(
-        queue.enqueue_classified_many(ctx.db, ctx.settings.topic_suffix, classified, queue.now_utc())
-    )
+def make_batch_handler(analyzer: YoungTableAnalyzer | None = None) -> BatchHandler:
+    """``handle`` over a run of records: the classified ones go through the queue together.
+
+    ``analyzer``: ANALYZE the queue tables while they are young (see ``YoungTableAnalyzer``): their
+    lookups by report id otherwise scan the whole table of a fresh deployment for its first minute.
+    """
+
+    def handle_batch(items: Sequence[Item], ctx: Context) -> list[Sequence[Output] | Refusal]:
+        classified = [item.event for item in items if isinstance(item.event, ReportClassified)]
+        done = queue.enqueue_classified_many(ctx.db, ctx.settings.topic_suffix, classified, queue.now_utc())
+        if analyzer is not None:
+            analyzer.grew(ctx.db, len(classified))
+        return _results(items, done)
+
+    return handle_batch
+
+
+def _results(items: Sequence[Item], done: list[list[ReportAssessed]]) -> list[Sequence[Output] | Refusal]:
+    outputs = iter(done)
     results: list[Sequence[Output] | Refusal] = []
     for item in items:
         match item.event:
@@ -87,7 +101,7 @@ def spec(settings: Settings) -> StageSpec:
         name="assess",
         inputs=CLASSIFIED,
         handle=handle,
-        handle_batch=handle_batch,
+        handle_batch=make_batch_handler(YoungTableAnalyzer(queue.TABLES)),
         lanes=True,
         uses_db=True,
         on_start=_on_start,

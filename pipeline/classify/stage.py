@@ -36,7 +36,7 @@ log = get_logger(stage=STAGE)
 
 
 def make_handler(tables: Tables) -> Handler:
-    """The runner's handler: the pure rules, plus the lane of the output and one debug log line (TIPLINE_LOG_LEVEL=debug)."""
+    """The runner's handler: the pure rules, the lane of the output, a debug log line (TIPLINE_LOG_LEVEL=debug)."""
 
     def handle(event: object, ctx: Context) -> Sequence[Output]:
         del ctx  # the step keeps no state

@@ -159,6 +159,58 @@ def test_an_abandoned_claim_expires_and_becomes_claimable(conn: Any, settings: S
         )
 
 
+def test_expired_claims_and_open_reports_are_claimed_together_in_urgency_order(
+    conn: Any, settings: Settings
+) -> None:
+    """An expired claim competes with open reports by level then arrival; one still held is not taken."""
+    ns = settings.topic_suffix
+    ttl = timedelta(minutes=15)
+    expired = classified(level=2, arrival_seq=5)
+    held = classified(level=1, arrival_seq=1)
+    enqueue(conn, settings, expired, held)
+    assert queue.claim(conn, ns, "ana", now=NOW, ttl=ttl, limit=1)[0].report_id == held.envelope.report_id
+    assert queue.claim(conn, ns, "cy", now=NOW, ttl=ttl, limit=1)[0].report_id == expired.envelope.report_id
+    urgent, late = classified(level=1, arrival_seq=9), classified(level=3, arrival_seq=2)
+    enqueue(conn, settings, urgent, late)
+    later = NOW + timedelta(minutes=10)
+    # ana renews hers; cy's lapses at NOW + 15 min.
+    queue.claim(conn, ns, "ana", now=later, ttl=ttl, limit=1)
+    got = queue.claim(conn, ns, "bob", now=NOW + timedelta(minutes=16), ttl=ttl, limit=3)
+    assert [i.report_id for i in got] == [
+        urgent.envelope.report_id,
+        expired.envelope.report_id,
+        late.envelope.report_id,
+    ]
+    assert {i.claimed_by for i in got} == {"bob"}
+    assert queue.open_count(conn, ns, NOW + timedelta(minutes=16)) == 0
+    assert queue.open_count(conn, ns, NOW + timedelta(minutes=40)) == 4
+
+
+def test_the_claim_reads_open_reports_through_their_index_on_a_table_without_statistics(
+    conn: Any, settings: Settings
+) -> None:
+    """A fresh queue filled faster than autovacuum analyzes it: the claim still walks the open-rows index
+    in urgency order instead of filtering every row (it did, and each claim cost a scan of the table)."""
+    ns = settings.topic_suffix
+    enqueue(conn, settings, *(classified(level=1 + i % 4, arrival_seq=i) for i in range(600)))
+    with conn.transaction():
+        for item in queue.claim(conn, ns, "ana", now=NOW, limit=300):
+            conn.execute(
+                "UPDATE assess_queue SET status = 'decided' WHERE namespace = %s AND report_id = %s",
+                (ns, item.report_id),
+            )
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            "EXPLAIN SELECT report_id FROM assess_queue WHERE namespace = %s AND status = 'open' "
+            "ORDER BY level, arrival_seq LIMIT 50 FOR UPDATE SKIP LOCKED",
+            (ns,),
+        ).fetchall()
+    )
+    assert "assess_queue_open_idx" in plan, plan
+    assert "Sort" not in plan, plan
+
+
 def test_an_analyst_asking_again_gets_the_report_they_already_hold(conn: Any, settings: Settings) -> None:
     """Claiming twice returns the held report (with its claim extended) rather than a second one."""
     a, b = classified(arrival_seq=1), classified(arrival_seq=2)

@@ -32,9 +32,15 @@ CREATE TABLE IF NOT EXISTS assess_queue (
     PRIMARY KEY (namespace, report_id)
 );
 
--- The claim query: most urgent level first, then arrival, among rows not decided.
-CREATE INDEX IF NOT EXISTS assess_queue_next_idx
-    ON assess_queue (namespace, level, arrival_seq) WHERE status <> 'decided';
+-- The claim: most urgent level first, then arrival, among open rows; and claims (few: what the analysts
+-- hold) by expiry. Each claim query matches one of these exactly, so it reads the next rows in order
+-- whatever the table's statistics say (they lag while a fresh queue fills). Replaces the index over
+-- every undecided row, which an OR of both conditions could not use.
+DROP INDEX IF EXISTS assess_queue_next_idx;
+CREATE INDEX IF NOT EXISTS assess_queue_open_idx
+    ON assess_queue (namespace, level, arrival_seq) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS assess_queue_claimed_idx
+    ON assess_queue (namespace, claim_expires_at) WHERE status = 'claimed';
 CREATE INDEX IF NOT EXISTS assess_queue_number_idx ON assess_queue (namespace, report_number);
 
 -- Every classification event handled, so a replayed batch changes nothing and re-emits the same output.
