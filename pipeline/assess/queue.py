@@ -203,15 +203,26 @@ _INSERT_SEEN = (
     "INSERT INTO assess_queue_seen (namespace, report_id, classification_event_id, supersedes, outcome, output) "
     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
+_INSERT_SEEN_MANY = (
+    "INSERT INTO assess_queue_seen (namespace, report_id, classification_event_id, supersedes, outcome, output) "
+    "SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[]) ON CONFLICT DO NOTHING"
+)
+# A run's decisions, one statement each (not one per report: the per-statement cost was most of the
+# analysts' and the stage's database time). At most one decision per report reaches _MARK_DECIDED (the
+# last of the run: an UPDATE from a join changes each row once, with whichever match comes first).
 _MARK_DECIDED = (
-    "UPDATE assess_queue SET status = 'decided', claimed_by = NULL, claim_expires_at = NULL, "
-    "decided_by = %s, decided_at = %s, determination = %s, assessment_event_id = %s, updated_at = %s "
-    "WHERE namespace = %s AND report_id = %s"
+    "UPDATE assess_queue q SET status = 'decided', claimed_by = NULL, claim_expires_at = NULL, "
+    "decided_by = d.decided_by, decided_at = d.at, determination = d.determination, "
+    "assessment_event_id = d.event_id, updated_at = d.at "
+    "FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[]) "
+    "AS d(report_id, decided_by, at, determination, event_id) "
+    "WHERE q.namespace = %s AND q.report_id = d.report_id"
 )
 _INSERT_DECISION = (
     "INSERT INTO assess_decision (namespace, assessment_event_id, report_id, actor_kind, actor_id, "
     "determination, child_may_need_protection, supersedes, decided_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+    "SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[], "
+    "%s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING"
 )
 
 
@@ -344,37 +355,38 @@ def _mark_decided(conn: Conn, namespace: str, decided: Sequence[tuple[ReportAsse
 
     Callers run it in a pipeline (theirs, or one of its own) so that both statements go in one round trip.
     """
-    rows = []
-    history = []
+    last: dict[str, tuple[str, str, datetime, str, str]] = {}
     for assessed, decided_by in decided:
         env = assessed.envelope
-        rows.append(
-            (
-                decided_by,
-                env.occurred_at,
-                assessed.determination.value,
-                env.event_id,
-                env.occurred_at,
-                namespace,
-                env.report_id,
-            )
+        # A later decision of the same report in the run is the one its row keeps.
+        last[env.report_id] = (
+            env.report_id,
+            decided_by,
+            env.occurred_at,
+            assessed.determination.value,
+            env.event_id,
         )
-        history.append(
-            (
-                namespace,
-                env.event_id,
-                env.report_id,
-                env.actor.kind.value,
-                env.actor.id,
-                assessed.determination.value,
-                assessed.child_may_need_protection,
-                assessed.supersedes,
-                env.occurred_at,
-            )
+    history = [
+        (
+            a.envelope.event_id,
+            a.envelope.report_id,
+            a.envelope.actor.kind.value,
+            a.envelope.actor.id,
+            a.determination.value,
+            a.child_may_need_protection,
+            a.supersedes,
+            a.envelope.occurred_at,
         )
+        for a, _by in decided
+    ]
     with conn.cursor() as cur:
-        cur.executemany(_MARK_DECIDED, rows)
-        cur.executemany(_INSERT_DECISION, history)
+        cur.execute(_MARK_DECIDED, (*_columns(list(last.values()), 5), namespace))
+        cur.execute(_INSERT_DECISION, (namespace, *_columns(history, 8)))
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as ``width`` column lists, the arrays of an ``unnest``."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 @dataclass
@@ -473,7 +485,7 @@ def enqueue_classified_many(
         stored[key] = raw
         if event.supersedes is not None:
             superseded.add((env.report_id, event.supersedes))
-        seen_rows.append((namespace, env.report_id, env.event_id, event.supersedes, outcome, raw))
+        seen_rows.append((env.report_id, env.event_id, event.supersedes, outcome, raw))
         results.append([output] if output is not None else [])
         log.debug("report_enqueued", report_id=env.report_id, level=event.level, outcome=outcome)
 
@@ -516,7 +528,7 @@ def _write_run(
         if decided:
             _mark_decided(conn, namespace, decided)
         if seen_rows:
-            cur.executemany(_INSERT_SEEN, seen_rows)
+            cur.execute(_INSERT_SEEN_MANY, (namespace, *_columns(seen_rows, 5)))
     if new and insert.rowcount != len(new):
         raise ConcurrentEnqueue(
             f"{len(new) - insert.rowcount} of the run's reports were queued meanwhile by another instance."
