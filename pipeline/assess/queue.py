@@ -25,7 +25,7 @@ import dataclasses
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -154,7 +154,7 @@ def load_known_hashes(conn: Conn, keys: Iterable[str], *, source: str, replace: 
         if replace:
             cur.execute("DELETE FROM assess_known_hash")
         cur.execute(
-            "INSERT INTO assess_known_hash (hash_key, source) SELECT k, %s FROM unnest(%s::text[]) AS k "
+            "INSERT INTO assess_known_hash (hash_key, source) SELECT k, %s FROM unnest(%b::text[]) AS k "
             "ON CONFLICT (hash_key) DO NOTHING",
             (source, keys),
         )
@@ -168,7 +168,7 @@ def known_among(conn: Conn, keys: Sequence[str]) -> frozenset[str]:
     if not keys:
         return frozenset()
     rows = conn.execute(
-        "SELECT hash_key FROM assess_known_hash WHERE hash_key = ANY(%s::text[])", (list(keys),)
+        "SELECT hash_key FROM assess_known_hash WHERE hash_key = ANY(%b::text[])", (list(keys),)
     ).fetchall()
     return frozenset(r[0] for r in rows)
 
@@ -189,8 +189,8 @@ _INSERT_ROWS = (
     "enqueued_at, updated_at) "
     "SELECT %s, r.report_id, r.report_number, r.classification_event_id, r.level, r.arrival_seq, r.payload, "
     "r.contact_key_id, r.contact_nonce, r.contact_ciphertext, r.contact_algorithm, %s, %s "
-    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::smallint[], %s::bigint[], %s::bytea[], %s::text[], "
-    "%s::bytea[], %s::bytea[], %s::text[]) AS r(report_id, report_number, classification_event_id, level, "
+    "FROM unnest(%b::text[], %b::text[], %b::text[], %b::smallint[], %b::bigint[], %b::bytea[], %b::text[], "
+    "%b::bytea[], %b::bytea[], %b::text[]) AS r(report_id, report_number, classification_event_id, level, "
     "arrival_seq, payload, contact_key_id, contact_nonce, contact_ciphertext, contact_algorithm) "
     "ON CONFLICT (namespace, report_id) DO NOTHING"
 )
@@ -205,7 +205,7 @@ _INSERT_SEEN = (
 )
 _INSERT_SEEN_MANY = (
     "INSERT INTO assess_queue_seen (namespace, report_id, classification_event_id, supersedes, outcome, output) "
-    "SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[]) ON CONFLICT DO NOTHING"
+    "SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[]) ON CONFLICT DO NOTHING"
 )
 # A run's decisions, one statement each (not one per report: the per-statement cost was most of the
 # analysts' and the stage's database time). At most one decision per report reaches _MARK_DECIDED (the
@@ -214,15 +214,15 @@ _MARK_DECIDED = (
     "UPDATE assess_queue q SET status = 'decided', claimed_by = NULL, claim_expires_at = NULL, "
     "decided_by = d.decided_by, decided_at = d.at, determination = d.determination, "
     "assessment_event_id = d.event_id, updated_at = d.at "
-    "FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[]) "
+    "FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[]) "
     "AS d(report_id, decided_by, at, determination, event_id) "
     "WHERE q.namespace = %s AND q.report_id = d.report_id"
 )
 _INSERT_DECISION = (
     "INSERT INTO assess_decision (namespace, assessment_event_id, report_id, actor_kind, actor_id, "
     "determination, child_may_need_protection, supersedes, decided_at) "
-    "SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[], "
-    "%s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING"
+    "SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::boolean[], "
+    "%b::text[], %b::timestamptz[]) ON CONFLICT DO NOTHING"
 )
 
 
@@ -428,23 +428,23 @@ def enqueue_classified_many(
     with conn.pipeline():
         seen_cur = conn.execute(
             "SELECT report_id, classification_event_id, output FROM assess_queue_seen WHERE namespace = %s "
-            "AND (report_id, classification_event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            "AND (report_id, classification_event_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
             (namespace, [e.envelope.report_id for e in events], [e.envelope.event_id for e in events]),
         )
         # Locked in one order (report id) by every instance, so two runs never wait on each other in a cycle.
         lock_cur = conn.execute(
-            "SELECT report_id, status FROM assess_queue WHERE namespace = %s AND report_id = ANY(%s::text[]) "
+            "SELECT report_id, status FROM assess_queue WHERE namespace = %s AND report_id = ANY(%b::text[]) "
             "ORDER BY report_id FOR UPDATE",
             (namespace, report_ids),
         )
         # After the lock (statements run in order): a newer classification committed meanwhile is seen.
         stale_cur = conn.execute(
             "SELECT report_id, supersedes FROM assess_queue_seen WHERE namespace = %s "
-            "AND report_id = ANY(%s::text[]) AND supersedes = ANY(%s::text[])",
+            "AND report_id = ANY(%b::text[]) AND supersedes = ANY(%b::text[])",
             (namespace, report_ids, [e.envelope.event_id for e in events]),
         )
         known_cur = (
-            conn.execute("SELECT hash_key FROM assess_known_hash WHERE hash_key = ANY(%s::text[])", (keys,))
+            conn.execute("SELECT hash_key FROM assess_known_hash WHERE hash_key = ANY(%b::text[])", (keys,))
             if keys
             else None
         )
@@ -609,7 +609,7 @@ def claim(
             if picked:
                 fresh = cur.execute(
                     f"UPDATE assess_queue SET status = 'claimed', claimed_by = %s, claim_expires_at = %s, "  # noqa: S608 - constant columns
-                    "updated_at = %s WHERE namespace = %s AND report_id = ANY(%s::text[]) "
+                    "updated_at = %s WHERE namespace = %s AND report_id = ANY(%b::text[]) "
                     f"RETURNING {_prefixed('assess_queue')}",
                     (owner, now + ttl, now, namespace, picked),
                 ).fetchall()
@@ -722,7 +722,8 @@ DecisionOutcome = ReportAssessed | QueueError | DomainError
 
 _DECISION_COLUMNS = (
     "report_id, report_number, status, claimed_by, claim_expires_at, decided_by, decided_at, "
-    "assessment_event_id, payload, contact_key_id, contact_nonce, contact_ciphertext, contact_algorithm"
+    "assessment_event_id, classification_event_id, payload, contact_key_id, contact_nonce, contact_ciphertext, "
+    "contact_algorithm"
 )
 
 
@@ -753,8 +754,12 @@ def record_decisions(
     requests: Sequence[DecisionRequest],
     *,
     now: datetime,
+    known: Mapping[str, ReportClassified] | None = None,
 ) -> list[DecisionOutcome]:
     """Record a run of decisions in one transaction: check each, produce all (acks awaited), mark all.
+
+    ``known``: classifications the caller has already decoded (from its claim), by event id; a locked row
+    still holding one of them is not decoded again (a row re-classified since holds another id).
 
     Returns one outcome per request, in order: its ``ReportAssessed``, or the ``QueueError`` (unknown
     report, someone else's claim, already decided without ``revise``) or ``DomainError`` (note too long)
@@ -778,7 +783,7 @@ def record_decisions(
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             f"SELECT {_DECISION_COLUMNS} FROM assess_queue "  # noqa: S608 - a constant column list
-            "WHERE namespace = %s AND (report_id = ANY(%s::text[]) OR report_number = ANY(%s::text[])) "
+            "WHERE namespace = %s AND (report_id = ANY(%b::text[]) OR report_number = ANY(%b::text[])) "
             "ORDER BY report_id FOR UPDATE",
             (namespace, wanted, wanted),
         ).fetchall()
@@ -796,7 +801,7 @@ def record_decisions(
                 )
                 continue
             try:
-                assessed = _decision(found, request, now)
+                assessed = _decision(found, request, now, known or {})
             except QueueError as exc:
                 outcomes[i] = exc
                 continue
@@ -828,7 +833,9 @@ def record_decisions(
     return [o for o in outcomes if o is not None]
 
 
-def _decision(row: dict[str, Any], request: DecisionRequest, now: datetime) -> ReportAssessed:
+def _decision(
+    row: dict[str, Any], request: DecisionRequest, now: datetime, known: Mapping[str, ReportClassified]
+) -> ReportAssessed:
     """The event a request records on its locked row, or the ``QueueError`` that refuses it."""
     if (
         row["status"] == "claimed"
@@ -847,7 +854,7 @@ def _decision(row: dict[str, Any], request: DecisionRequest, now: datetime) -> R
                 "pass --revise to record a new determination that supersedes it."
             )
         supersedes = row["assessment_event_id"]
-    classified = serde.decode(bytes(row["payload"]))
+    classified = known.get(row["classification_event_id"]) or serde.decode(bytes(row["payload"]))
     if not isinstance(classified, ReportClassified):
         raise ServiceError(f"The queue row of report {request.report} does not hold a classified report.")
     if row["contact_key_id"] is not None:
@@ -1015,7 +1022,14 @@ class _Team:
             )
             for item, choice in zip(items, choices, strict=True)
         ]
-        outcomes = record_decisions(conn, publisher.publish_many, self.namespace, requests, now=now_utc())
+        outcomes = record_decisions(
+            conn,
+            publisher.publish_many,
+            self.namespace,
+            requests,
+            now=now_utc(),
+            known={item.classified.envelope.event_id: item.classified for item in items},
+        )
         with self.lock:
             for choice, outcome in zip(choices, outcomes, strict=True):
                 if isinstance(outcome, DomainError):

@@ -286,3 +286,24 @@ def test_simulated_runs_stop_at_max_decisions_and_a_restart_takes_back_its_claim
     assert decided == {i.report_id for i in held}
     with pytest.raises(ValueError, match="batch"):
         queue.simulate(settings, seed=7, batch=0)
+
+
+def test_a_classification_known_from_the_claim_is_used_only_while_the_row_still_holds_it(
+    conn: Any, settings: Settings
+) -> None:
+    """``known`` saves decoding the claimed rows again; a row re-classified since the claim is read anew."""
+    ns = settings.topic_suffix
+    kept, changed = classified(level=3, arrival_seq=1), classified(level=3, arrival_seq=2)
+    enqueue(conn, ns, kept, changed)
+    items = queue.claim(conn, ns, "ana", now=NOW, limit=2)
+    known = {i.classified.envelope.event_id: i.classified for i in items}
+    override = classified(
+        report_id=changed.envelope.report_id, level=1, arrival_seq=2, supersedes=changed.envelope.event_id
+    )
+    enqueue(conn, ns, override)
+    requests = [request(i.report_id, "ana", Determination.NOT_ILLEGAL) for i in items]
+    outcomes = queue.record_decisions(conn, lambda _e: None, ns, requests, now=NOW, known=known)
+    by_report = {o.envelope.report_id: o for o in outcomes if isinstance(o, ReportAssessed)}
+    assert by_report[kept.envelope.report_id].envelope.causation_id == kept.envelope.event_id
+    assert by_report[changed.envelope.report_id].envelope.causation_id == override.envelope.event_id
+    assert by_report[changed.envelope.report_id].level == 1
