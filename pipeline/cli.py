@@ -178,6 +178,12 @@ def bench(
     out: Annotated[
         str, typer.Option(help="Where to write the figures as JSON.")
     ] = "bench-results/latest.json",
+    warmup: Annotated[
+        int,
+        typer.Option(
+            min=0, max=100_000, help="Reports run through the pipeline first, not measured (0: none)."
+        ),
+    ] = 1000,
 ) -> None:
     """Measure this version's figures against a raw Kafka baseline in the same run; print and save them."""
     from pathlib import Path
@@ -185,7 +191,9 @@ def bench(
     from pipeline.bench import run_bench
 
     settings = bootstrap.settings()
-    run_bench(settings, reports=reports, seed=seed, out=settings.root / Path(out), console=console)
+    run_bench(
+        settings, reports=reports, seed=seed, out=settings.root / Path(out), console=console, warmup=warmup
+    )
 
 
 def main() -> None:

@@ -104,3 +104,23 @@ def ensure_topics(
                 continue
             raise ServiceError(f"Kafka refused to create topic {topic}: {exc.args[0].str()}.") from exc
     return made
+
+
+def delete_topics_containing(settings: Settings, fragment: str, *, timeout: float = 10.0) -> int:
+    """Delete every topic whose name contains ``fragment`` (a run's suffix); how many were asked.
+
+    A topic already gone is not an error. Each partition a run leaves behind costs the broker CPU while
+    it idles, so runs that nobody inspects afterwards (tests, benchmarks) delete theirs.
+    """
+    if not fragment:
+        raise ValueError("an empty fragment would name every topic")
+    client = admin(settings)
+    names = [t for t in client.list_topics(timeout=timeout).topics if fragment in t]
+    if names:
+        for fut in client.delete_topics(names, operation_timeout=timeout).values():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+    return len(names)

@@ -3,7 +3,6 @@ KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL name them) and a topic suffix of their ow
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import uuid
@@ -70,14 +69,9 @@ def _delete_topics_of(base: Settings, suffix: str) -> None:
 
     from pipeline import kafka
 
-    admin = kafka.admin(base)
     try:
-        names = [t for t in admin.list_topics(timeout=10).topics if suffix in t]
-        if names:
-            for fut in admin.delete_topics(names, operation_timeout=10).values():
-                with contextlib.suppress(KafkaException):  # already gone, or the broker was stopped
-                    fut.result()
-    except KafkaException as exc:
+        kafka.delete_topics_containing(base, suffix)
+    except KafkaException as exc:  # the broker was stopped by the test, say
         warnings.warn(f"could not delete the test's topics ({exc})", stacklevel=1)
 
 
