@@ -186,6 +186,7 @@ class StageRunner:
         """What a preempted batch left unhandled, in order: handled after the more urgent lane, from
         memory (seeking back would throw away and fetch again what the consumer has prefetched)."""
         self.preemptions = 0
+        self.transactions = 0
         self.processed = 0
         self.db: Any = None
 
@@ -491,6 +492,7 @@ class StageRunner:
                 30,
             )
             self.producer.commit_transaction(30)
+            self.transactions += 1
         except BaseException as exc:
             if db_tx is not None:
                 db_tx.__exit__(type(exc), exc, exc.__traceback__)
@@ -627,7 +629,12 @@ class StageRunner:
             self.producer.flush(10)
             if self.db is not None:
                 self.db.close()
-        self.log.info("stage_stopped", processed=self.processed)
+        self.log.info(
+            "stage_stopped",
+            processed=self.processed,
+            transactions=self.transactions,
+            preemptions=self.preemptions,
+        )
 
 
 class _BatchFailed(Exception):
