@@ -172,8 +172,13 @@ def demo(
 @app.command("bench")
 def bench(
     reports: Annotated[
-        int, typer.Option(min=100, max=1_000_000, help="Reports in the end-to-end run.")
-    ] = 5000,
+        int,
+        typer.Option(
+            min=100,
+            max=1_000_000,
+            help="Reports in the end-to-end run (long enough that filling and draining the stages weigh little).",
+        ),
+    ] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of the report generator.")] = 11,
     out: Annotated[
         str, typer.Option(help="Where to write the figures as JSON.")
