@@ -521,9 +521,10 @@ class _BodyBytes:
 
 _BODIES = _BodyBytes()
 _ENCODED = _BodyBytes()
-"""The bytes of the most recently encoded events, by event object: a stage that encodes an output to
-store it (route, prioritize, assess keep what they emitted) and then hands it to the runner, which
-encodes it to produce it, writes it once. Keyed by the event's type name (its schema is the current one)."""
+"""The bytes of the most recently encoded or decoded events, by event object: a stage that encodes an
+output to store it (route, prioritize, assess keep what they emitted) and then hands it to the runner,
+which encodes it to produce it, writes it once; an event decoded from a record of its current schema is
+encoded as the bytes it was read from. Keyed by the event's type name (its schema is the current one)."""
 
 
 def fingerprint_of(event_type: type[Event] | str) -> bytes:
@@ -649,6 +650,10 @@ def decode(data: bytes) -> Event:
         ) from exc
     if split is not None and body_span is not None:
         _BODIES.put(getattr(event, "body", None), split.body_key, bytes(data[body_span[0] : body_span[1]]))
+    if writer is None:
+        # Written with the current schema: encoding this very object again (the ingest stage's digest of
+        # a submission does) is these bytes. An older version's event is encoded anew, in the current one.
+        _ENCODED.put(event, codec.event_name, bytes(data))
     return event
 
 

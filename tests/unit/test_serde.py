@@ -320,6 +320,36 @@ def test_a_body_read_with_an_older_schema_is_written_from_scratch() -> None:
     assert serde.encode(decoded) == _fresh(decoded)
 
 
+def test_an_event_decoded_from_its_current_schema_encodes_as_the_bytes_it_came_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Encoding a decoded event again (the ingest stage hashes submissions so) writes nothing and gives
+    the same bytes; a changed copy is encoded anew; an older version's event is written in the current one."""
+    data = serde.encode(typical_report_classified())
+    decoded = serde.decode(data)
+
+    def no_writing(*_: object) -> None:
+        raise AssertionError("the decoded event was written again")
+
+    with monkeypatch.context() as m:
+        m.setattr(fastavro, "schemaless_writer", no_writing)
+        assert serde.encode(decoded) == data
+    changed = dataclasses.replace(decoded, level=1 if decoded.level != 1 else 2)  # type: ignore[attr-defined]
+    assert serde.encode(changed) != data
+    assert serde.decode(serde.encode(changed)) == changed
+
+    v1 = next(f for f in schema_registry.registry() if f.event_name == "ReportClassified" and f.version == 1)
+    buf = io.BytesIO()
+    buf.write(serde.MAGIC + v1.fingerprint)
+    record = serde.to_avro_dict(typical_report_classified())
+    record["body"].pop("reporter_location", None)
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(serde._strip_logical(v1.raw)), record)
+    old = serde.decode(buf.getvalue())
+    again = serde.encode(old)
+    assert again[2:10] == serde.fingerprint_of(ev.ReportClassified) != v1.fingerprint
+    assert serde.decode(again) == old
+
+
 def test_a_changed_body_is_written_from_scratch() -> None:
     decoded = serde.decode(serde.encode(typical_report_classified()))
     assert isinstance(decoded, ev.ReportClassified)
