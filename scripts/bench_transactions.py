@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from pipeline import kafka
-from pipeline.services.kafka import read_pid
+from pipeline.services.common import read_pid
 from pipeline.settings import Settings
 from pipeline.topics import TopicSpec, name
 
