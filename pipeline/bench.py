@@ -108,20 +108,28 @@ def run_bench(
     finally:
         # Nobody inspects a bench run's topics; the partitions it left would cost the broker CPU while
         # idle, and the next run's figures with it.
-        _clean_up(run)
+        _clean_up(run, console)
 
 
-def _clean_up(run: Settings) -> None:
+def _clean_up(run: Settings, console: Console) -> None:
+    """Delete the runs' topics and schemas; a failure here is one line, never the run's own error hidden."""
+    import psycopg
+    from confluent_kafka import KafkaException
+
     from pipeline import db
+    from pipeline.errors import TiplineError
     from projections.pg import schema_for
     from projections.rebuild import drop_schema
 
-    kafka.delete_topics_containing(run, run.topic_suffix)
-    with db.connect(run, autocommit=True) as conn:
-        for suffix in (run.topic_suffix, run.topic_suffix + "w"):
-            each = run.with_suffix(suffix)
-            drop_schema(conn, schema_for(each))
-            drop_schema(conn, db.schema_name(each))
+    try:
+        kafka.delete_topics_containing(run, run.topic_suffix)
+        with db.connect(run, autocommit=True) as conn:
+            for suffix in (run.topic_suffix, run.topic_suffix + "w"):
+                each = run.with_suffix(suffix)
+                drop_schema(conn, schema_for(each))
+                drop_schema(conn, db.schema_name(each))
+    except (KafkaException, psycopg.Error, TiplineError) as exc:
+        console.print(f"The bench could not delete its topics and schemas ({run.topic_suffix}): {exc}")
 
 
 def _measure(
