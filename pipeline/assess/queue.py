@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from psycopg import Connection
+from psycopg import Connection, errors
 from psycopg.rows import dict_row
 
 from pipeline import kafka, serde
@@ -51,6 +51,8 @@ from pipeline.settings import Settings
 from pipeline.topics import ASSESSED, name
 
 DEFAULT_CLAIM_TTL = timedelta(minutes=15)
+DECISION_ATTEMPTS = 3
+"""How often a simulated analyst tries a run of decisions that PostgreSQL rolled back (deadlock victim)."""
 
 log = get_logger(stage="assess")
 
@@ -402,6 +404,20 @@ class _Slot:
 
 TABLES = ("assess_queue", "assess_queue_seen")
 """The tables a run writes a row to for (about) each classification: those worth analyzing while young."""
+
+
+def lock_reports(conn: Conn, namespace: str, report_ids: Sequence[str]) -> None:
+    """Lock the queue rows of these reports (those there are) in report order, in the caller's transaction.
+
+    Every writer that locks several rows takes them in this order (``enqueue_classified_many``,
+    ``record_decisions``); a transaction that locks in several statements takes them all here first.
+    """
+    if report_ids:
+        conn.execute(
+            "SELECT 1 FROM assess_queue WHERE namespace = %s AND report_id = ANY(%b::text[]) "
+            "ORDER BY report_id FOR UPDATE",
+            (namespace, sorted(set(report_ids))),
+        )
 
 
 class ConcurrentEnqueue(ServiceError):
@@ -833,6 +849,32 @@ def record_decisions(
     return [o for o in outcomes if o is not None]
 
 
+def record_decisions_retrying(
+    conn: Conn,
+    publish: Callable[[Sequence[ReportAssessed]], None],
+    namespace: str,
+    requests: Sequence[DecisionRequest],
+    *,
+    known: Mapping[str, ReportClassified] | None = None,
+    attempts: int = DECISION_ATTEMPTS,
+) -> list[DecisionOutcome]:
+    """``record_decisions`` (at the time of each try), tried again whole when PostgreSQL rolled it back
+    as a deadlock victim or a serialization failure, up to ``attempts`` times. Such a rollback comes at
+    the row locks, before anything is produced, so no determination goes out twice."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return record_decisions(conn, publish, namespace, requests, now=now_utc(), known=known)
+        except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
+            if attempt >= attempts:
+                raise
+            log.warning(
+                "decisions_retried", error=type(exc).__name__, attempt=attempt, requests=len(requests)
+            )
+            time.sleep(0.05 * attempt)
+
+
 def _decision(
     row: dict[str, Any], request: DecisionRequest, now: datetime, known: Mapping[str, ReportClassified]
 ) -> ReportAssessed:
@@ -1022,12 +1064,11 @@ class _Team:
             )
             for item, choice in zip(items, choices, strict=True)
         ]
-        outcomes = record_decisions(
+        outcomes = record_decisions_retrying(
             conn,
             publisher.publish_many,
             self.namespace,
             requests,
-            now=now_utc(),
             known={item.classified.envelope.event_id: item.classified for item in items},
         )
         with self.lock:
@@ -1062,8 +1103,10 @@ __all__ = [
     "find",
     "known_among",
     "load_known_hashes",
+    "lock_reports",
     "open_count",
     "record_decision",
     "record_decisions",
+    "record_decisions_retrying",
     "simulate",
 ]

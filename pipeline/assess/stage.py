@@ -13,6 +13,9 @@ Runs: ``handle_batch`` gives a run of records (at most 25: the stage is lane-awa
 ``queue.enqueue_classified_many``, a few round trips for the run instead of about five per report, with
 the same outputs and rows as ``handle`` on each record in turn (which stays the reference, and what the
 runner falls back to when a run fails).
+Locks: a batch's queue rows are locked in report order before its first run (``lock_batch``), the
+order analysts' decisions lock them in, so a batch's later runs never wait on an analyst who waits
+on them.
 Failure policy: an input that is not a ``ReportClassified`` is refused (``DomainError``) and
 dead-lettered; database or broker errors abort the batch, which the runner retries.
 """
@@ -60,6 +63,11 @@ def make_batch_handler(analyzer: YoungTableAnalyzer | None = None) -> BatchHandl
     return handle_batch
 
 
+def lock_batch(keys: Sequence[bytes], ctx: Context) -> None:
+    """Lock the queue rows of a batch's reports (its keys) in report order, before its runs lock theirs."""
+    queue.lock_reports(ctx.db, ctx.settings.topic_suffix, [k.decode("utf-8", "replace") for k in keys])
+
+
 def _results(items: Sequence[Item], done: list[list[ReportAssessed]]) -> list[Sequence[Output] | Refusal]:
     outputs = iter(done)
     results: list[Sequence[Output] | Refusal] = []
@@ -105,4 +113,5 @@ def spec(settings: Settings) -> StageSpec:
         lanes=True,
         uses_db=True,
         on_start=_on_start,
+        lock_batch=lock_batch,
     )

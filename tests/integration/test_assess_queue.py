@@ -18,7 +18,7 @@ from pipeline.errors import DomainError, ServiceError
 from pipeline.events import MAX_NOTE, ActorKind, Determination, HashType, ReportAssessed, ReportClassified
 from pipeline.settings import Settings
 from pipeline.topics import ASSESSED
-from tests.integration.harness import consume
+from tests.integration.harness import consume, wait_for
 from tests.unit.test_assess_support import classified
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -457,3 +457,110 @@ def test_an_override_arriving_before_the_classification_it_supersedes_wins(
         (settings.topic_suffix, original.envelope.report_id),
     ).fetchall()
     assert dict(outcomes) == {override.envelope.event_id: "queued", original.envelope.event_id: "stale"}
+
+
+class _AnalystRun:
+    """An analyst deciding a run of claimed reports on a connection of their own, in a thread."""
+
+    def __init__(
+        self, settings: Settings, publisher: queue.Publisher, requests: list[queue.DecisionRequest]
+    ) -> None:
+        self.conn = connect(settings)
+        self.outcomes: list[queue.DecisionOutcome] = []
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self.outcomes = queue.record_decisions_retrying(
+                    self.conn, publisher.publish_many, settings.topic_suffix, requests
+                )
+            except BaseException as exc:  # noqa: BLE001 - surfaced by the test
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+
+    def start_and_wait_for_a_lock(self, watch: Any) -> None:
+        """Start, and return once the analyst's statement waits on a row lock another transaction holds."""
+        pid = self.conn.info.backend_pid
+        self.thread.start()
+        wait_for(
+            lambda: (
+                watch.execute(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone()
+                == ("Lock",)
+            ),
+            timeout=10,
+            what="the analyst waiting on a row lock",
+        )
+
+    def finish(self) -> list[queue.DecisionOutcome]:
+        self.thread.join(30)
+        self.conn.close()
+        if self.error is not None:
+            raise self.error
+        return self.outcomes
+
+
+def _two_claimed(conn: Any, settings: Settings) -> tuple[ReportClassified, ReportClassified]:
+    """Two queued reports ("a..." before "b..." in report order), both claimed by the analyst ana."""
+    tag = uuid.uuid4().hex[:8]
+    a = classified(report_id=f"a-{tag}", level=2, arrival_seq=1)
+    b = classified(report_id=f"b-{tag}", level=2, arrival_seq=2)
+    enqueue(conn, settings, a, b)
+    assert len(queue.claim(conn, settings.topic_suffix, "ana", now=queue.now_utc(), limit=2)) == 2
+    return a, b
+
+
+def _reclassified(event: ReportClassified) -> ReportClassified:
+    return classified(report_id=event.envelope.report_id, level=1, supersedes=event.envelope.event_id)
+
+
+def test_a_batch_locking_its_rows_first_never_deadlocks_with_an_analysts_run(
+    conn: Any, settings: Settings, publisher: queue.Publisher
+) -> None:
+    """The assess stage re-queues b then a in two runs of one batch while the analyst decides a and b.
+    Its batch locked both rows first (``lock_reports``), so the analyst waits for the whole batch; run by
+    run, the analyst would hold a and wait on b while the stage's second run waited on a."""
+    ns = settings.topic_suffix
+    a, b = _two_claimed(conn, settings)
+    analyst = _AnalystRun(
+        settings,
+        publisher,
+        [request(r.envelope.report_id, "ana", Determination.INFORMATIONAL) for r in (a, b)],
+    )
+    with connect(settings) as stage, connect(settings, autocommit=True) as watch:
+        with capture_logs() as logs, stage.transaction():
+            queue.lock_reports(stage, ns, [b.envelope.report_id, a.envelope.report_id])
+            queue.enqueue_classified_many(stage, ns, [_reclassified(b)], queue.now_utc())
+            analyst.start_and_wait_for_a_lock(watch)
+            queue.enqueue_classified_many(stage, ns, [_reclassified(a)], queue.now_utc())
+        outcomes = analyst.finish()
+    assert [type(o) for o in outcomes] == [ReportAssessed, ReportAssessed]
+    assert [o.level for o in outcomes if isinstance(o, ReportAssessed)] == [1, 1], "decided on the new levels"
+    assert not [e for e in logs if e["event"] == "decisions_retried"], "nobody had to be rolled back"
+
+
+def test_an_analysts_run_rolled_back_as_a_deadlock_victim_is_tried_again(
+    conn: Any, settings: Settings, publisher: queue.Publisher
+) -> None:
+    """The same two runs without the batch's lock first: PostgreSQL finds the cycle and rolls the analyst
+    back (it waited first); the analyst's run is tried again after the stage commits, and succeeds."""
+    ns = settings.topic_suffix
+    a, b = _two_claimed(conn, settings)
+    analyst = _AnalystRun(
+        settings,
+        publisher,
+        [request(r.envelope.report_id, "ana", Determination.POTENTIALLY_ILLEGAL) for r in (a, b)],
+    )
+    with connect(settings) as stage, connect(settings, autocommit=True) as watch:
+        with capture_logs() as logs, stage.transaction():
+            queue.enqueue_classified_many(stage, ns, [_reclassified(b)], queue.now_utc())
+            analyst.start_and_wait_for_a_lock(watch)
+            queue.enqueue_classified_many(stage, ns, [_reclassified(a)], queue.now_utc())
+        outcomes = analyst.finish()
+    assert [type(o) for o in outcomes] == [ReportAssessed, ReportAssessed]
+    retried = [e for e in logs if e["event"] == "decisions_retried"]
+    assert [e["error"] for e in retried] == ["DeadlockDetected"]
+    produced = consume(settings, ASSESSED, count=2, timeout=20, settle=0.5).events
+    assert sorted(e.envelope.report_id for e in produced) == sorted(r.envelope.report_id for r in (a, b))

@@ -156,3 +156,37 @@ def test_preempted_records_kept_in_memory_survive_a_rebalance_exactly_once(
     assert len(ids) == len(set(ids)), "a record came out twice"
     assert set(ids) == expected
     assert a.runner.preemptions > 0, "no batch was preempted: the test did not exercise the kept records"
+
+
+def test_a_batch_locks_all_its_keys_before_its_first_run(settings: Settings, topics: None) -> None:
+    """``lock_batch`` comes first in each batch's database transaction, with every record's key: the
+    runs after it (25 records each on a lane-aware stage) lock nothing it did not already hold."""
+    produce(settings, PRIORITIZED[3], _events(300, "k"))
+    echo = Echo()
+    calls: list[tuple[str, list[str]]] = []
+    in_transaction: list[bool] = []
+
+    def lock_batch(keys: Sequence[bytes], ctx: Context) -> None:
+        in_transaction.append(ctx.db is not None and ctx.db.info.transaction_status.name == "INTRANS")
+        calls.append(("lock", [k.decode() for k in keys]))
+
+    def many(items: Sequence[Item], ctx: Context) -> list[Sequence[Output] | DomainError]:
+        calls.append(("run", [i.event.envelope.report_id for i in items]))
+        return echo.many(items, ctx)
+
+    spec = dataclasses.replace(
+        _spec(echo, lanes=True), handle_batch=many, uses_db=True, lock_batch=lock_batch
+    )
+    with StageThread(spec, settings):
+        consume(settings, RECEIVED, count=270, timeout=60)
+    assert calls[0][0] == "lock"
+    assert all(in_transaction), "lock_batch was called outside the batch's database transaction"
+    held: set[str] = set()
+    for kind, ids in calls:
+        if kind == "lock":
+            held = set(ids)
+        else:
+            assert set(ids) <= held, "a run handled a record whose key its batch did not lock first"
+    assert any(len(ids) > PREEMPT_CHECK_EVERY for kind, ids in calls if kind == "lock"), (
+        "no batch held more than one run: the test did not exercise the case it is about"
+    )
