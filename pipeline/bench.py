@@ -16,6 +16,7 @@ database schemas are deleted, so that runs do not slow the broker down for the n
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -157,6 +158,13 @@ def _measure(
             "latency_ms_p50": lat["p50"],
             "latency_ms_p99": lat["p99"],
             "all_closed_exactly_once": result.verdict.ok,
+            # Where the run's CPU went: on this 2-core machine the throughput is the CPU per report.
+            "cpu_ms_per_report": {
+                k: round(v * 1000 / reports, 3)
+                for k, v in sorted(result.cpu_s.items(), key=lambda kv: -kv[1])
+            },
+            "cores_busy": sum(result.cpu_s.values()) / result.seconds if result.seconds else None,
+            "cores": os.cpu_count(),
         },
         "targets": {"pipeline_reports_per_s": TARGET_E2E, "rebuild_events_per_s": TARGET_REBUILD},
     }
@@ -228,6 +236,12 @@ def _print(fig: dict[str, Any], console: Console) -> None:
     t.add_row("submitted-to-closed latency p50 (ms)", _fmt(p["latency_ms_p50"]), "")
     t.add_row("submitted-to-closed latency p99 (ms)", _fmt(p["latency_ms_p99"]), "")
     t.add_row("every report closed exactly once", str(p["all_closed_exactly_once"]), "True")
+    cpu_ms = p.get("cpu_ms_per_report") or {}
+    if cpu_ms:
+        t.add_row("CPU per report (ms), all processes", f"{sum(cpu_ms.values()):.2f}", "")
+        for k, v in cpu_ms.items():
+            t.add_row(f"  {k}", f"{v:.2f}", "")
+        t.add_row("  cores busy during the run", f"{p['cores_busy']:.2f}", f"of {p['cores']}")
     for k, v in fig.get("priority", {}).items():
         t.add_row(f"priority: {k}", _fmt(v), "< 500 ms p99" if "p99" in k and "lane" in k else "")
     for k, v in fig.get("rebuild", {}).items():

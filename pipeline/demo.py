@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline import bootstrap
+from pipeline import bootstrap, cpu
 from pipeline.errors import TiplineError
 from pipeline.fleet import Fleet
 from pipeline.settings import Settings
@@ -45,6 +46,8 @@ class RunResult:
     tally_closed: set[str]
     stats: Any = None
     projection_equals_rebuild: bool | None = None
+    cpu_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    """CPU seconds each process (stage, intake system, broker, ...) used between the start and the last close."""
 
 
 def run_suffix(seed: int) -> str:
@@ -62,12 +65,12 @@ def start_fleet(settings: Settings, *, seed: int, analysts: int = 2) -> Fleet:
 
 
 def publish_share(
-    settings: Settings, stream: tuple[int, int], share: tuple[int, int], signals: tuple[Any, Any, Any]
+    settings: Settings, stream: tuple[int, int], share: tuple[int, int], signals: tuple[Any, Any, Any, Any]
 ) -> None:
     """One intake system's share of the generated reports (``stream``: how many, seed; ``share``: every
     ``count``-th from ``index``), handed in as an intake system does: the client encrypts contacts
     first. Runs in a process of its own. ``signals`` are shared with the demo: ``done`` (reports handed
-    in), ``ready`` and ``go``. The share is generated first (``ready`` counts the processes
+    in), ``ready``, ``go`` and ``spent``. The share is generated first (``ready`` counts the processes
     done with it), and handed in once ``go`` is set: making up the reports is the load generator's
     work, not the pipeline's, and stays off the clock (it cost about a quarter of this process's CPU)."""
     from pipeline.generator import generate, recent_window
@@ -75,7 +78,7 @@ def publish_share(
 
     reports, seed = stream
     index, count = share
-    done, ready, go = signals
+    done, ready, go, spent = signals
 
     start, per_day = recent_window(datetime.now(UTC), reports)
     made = generate(reports, seed, start=start, reports_per_day=per_day)
@@ -83,12 +86,15 @@ def publish_share(
     with ready.get_lock():
         ready.value += 1
     go.wait()
+    cpu_at_go = time.process_time()
     with IntakeClient(settings) as client:  # flush() on exit waits for the broker's every ack
         for at in range(0, len(mine), 200):
             chunk = mine[at : at + 200]
             client.submit_many(chunk)  # contact keys made in bulk, as a busy intake system would
             with done.get_lock():
                 done.value += len(chunk)
+    with spent.get_lock():  # this process ends before the run does: it tells its own CPU, all threads
+        spent.value += time.process_time() - cpu_at_go
 
 
 class Publishers:
@@ -102,11 +108,13 @@ class Publishers:
         ctx = multiprocessing.get_context("spawn")
         self.done = ctx.Value("q", 0)
         self.ready = ctx.Value("q", 0)
+        self.cpu_s = ctx.Value("d", 0.0)
+        """CPU seconds the processes used handing their shares in (told by each as it ends)."""
         self._go = ctx.Event()
         self.procs = [
             ctx.Process(
                 target=publish_share,
-                args=(settings, (reports, seed), (i, count), (self.done, self.ready, self._go)),
+                args=(settings, (reports, seed), (i, count), (self.done, self.ready, self._go, self.cpu_s)),
                 name=f"intake-system-{i}",
                 daemon=True,
             )
@@ -177,6 +185,8 @@ def run_pipeline(
         publisher.start()
         wait_until_stages_joined(settings, fleet)
         publisher.wait_ready()
+        meter = cpu_meter(settings, fleet, publisher)
+        meter.start()
         started = time.monotonic()
         finished = started
         publisher.go()
@@ -205,6 +215,7 @@ def run_pipeline(
                 progress.update(sub, completed=publisher.published)
                 progress.update(done, completed=watcher.tally.ended)
             finished = time.monotonic()  # the last close seen (the watcher polls every 0.2 s at most)
+            cpu_s = meter.spent()
             progress.update(sub, completed=publisher.published)
         # Read on briefly so that a duplicate close or referral, if any, is seen too.
         settle_until = time.monotonic() + 2.0
@@ -229,11 +240,23 @@ def run_pipeline(
             tally_closed=set(watcher.tally.closes),
             stats=stats,
             projection_equals_rebuild=equal,
+            cpu_s=cpu_s,
         )
     finally:
         watcher.close()
         fleet.stop_all()
         publisher.stop()
+
+
+def cpu_meter(settings: Settings, fleet: Fleet, publisher: Publishers) -> cpu.Meter:
+    """Each fleet process, the intake systems, this process (the watcher) and the local services."""
+    probes: dict[str, cpu.Probe] = {
+        name: cpu.process(m.proc.pid if m.proc is not None else None) for name, m in fleet.members.items()
+    }
+    probes["intake systems"] = lambda: float(publisher.cpu_s.value)
+    probes["demo (watcher)"] = cpu.process(os.getpid())
+    probes.update(cpu.service_probes(settings))
+    return cpu.Meter(probes)
 
 
 def wait_until_stages_joined(settings: Settings, fleet: Fleet, timeout_s: float = 120.0) -> None:

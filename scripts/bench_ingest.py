@@ -35,8 +35,8 @@ from typing import Any
 
 import httpx
 
+from pipeline import cpu, kafka, serde
 from pipeline import events as ev
-from pipeline import kafka, serde
 from pipeline.generator import generate
 from pipeline.ingest import client, logic
 from pipeline.ingest.stage import spec
@@ -202,15 +202,7 @@ def _service_pids() -> dict[str, list[int]]:
 
 
 def _own_cpu(pids: list[int]) -> dict[int, float]:
-    tck = os.sysconf("SC_CLK_TCK")
-    cpu: dict[int, float] = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / tck
-    return cpu
+    return {pid: sec for pid in pids if (sec := cpu.own_seconds(pid)) is not None}
 
 
 def _spent(before: dict[int, float], after: dict[int, float]) -> float:
@@ -230,23 +222,6 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) 
             pass
         time.sleep(0.1)
     raise SystemExit("the intake server did not answer within 30 s")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User+system CPU of a process and its children (uvicorn's workers), from /proc."""
-    tck = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    pids = [pid]
-    while pids:
-        p = pids.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tck
-            for task in Path(f"/proc/{p}/task").iterdir():
-                pids += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
 
 
 def bench_http(  # noqa: PLR0917 - a benchmark's knobs
@@ -280,7 +255,7 @@ def bench_http(  # noqa: PLR0917 - a benchmark's knobs
         wait_healthy(base, proc)
         run_client(load_client, host, port, warm, concurrency)  # warm-up: other reports, not resubmissions
         services = _service_pids()  # after the warm-up: the server's database sessions exist by now
-        server_cpu = _cpu_seconds(proc.pid)
+        server_cpu = cpu.tree_seconds(proc.pid) or 0.0
         requests = raw_requests(host, port, bodies)
         client_cpu = time.process_time()
         service_cpu = {k: _own_cpu(v) for k, v in services.items()}
@@ -291,7 +266,7 @@ def bench_http(  # noqa: PLR0917 - a benchmark's knobs
         per_report = {
             k: _spent(service_cpu[k], _own_cpu(v)) / len(bodies) * 1000 for k, v in services.items()
         }
-        server_ms = (_cpu_seconds(proc.pid) - server_cpu) / len(bodies) * 1000
+        server_ms = ((cpu.tree_seconds(proc.pid) or 0.0) - server_cpu) / len(bodies) * 1000
         client_ms = (time.process_time() - client_cpu) / len(bodies) * 1000
     finally:
         proc.terminate()

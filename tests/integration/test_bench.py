@@ -28,9 +28,17 @@ def test_the_bench_writes_its_figures_after_a_warm_up_and_deletes_what_its_runs_
     assert saved["raw_kafka"]["round_trip_per_s"] > 0
     assert saved["rebuild"]["events"] > 150  # every report's events, from the measured run's own topics
     assert figures["pipeline"] == saved["pipeline"]
+    # Where its CPU went: every stage process, the intake system, and the services run here.
+    cpu_ms = saved["pipeline"]["cpu_ms_per_report"]
+    assert {"ingest", "prioritize", "classify", "assess", "route", "analysts", "intake systems"} <= set(cpu_ms)
+    assert {"broker", "postgresql"} <= set(cpu_ms) or settings.kafka_external or settings.database_external
+    assert all(v >= 0 for v in cpu_ms.values())
+    assert cpu_ms["ingest"] > 0
+    assert 0 < saved["pipeline"]["cores_busy"] <= saved["pipeline"]["cores"] * 1.2
     text = printed.export_text()
     assert "Warm-up: 100 reports" in text
     assert "pipeline end to end (reports/s)" in text
+    assert "CPU per report (ms), all processes" in text
 
     # Its runs (the warm-up, the measured run, the priority runs) left no topic and no schema.
     run = settings.with_suffix(saved["topic_suffix"])
