@@ -182,11 +182,13 @@ class LocalKafka:
         if not (self.data / "meta.properties").exists():
             self._format(java, libs)
         env = dict(os.environ)
+        # The variables Kafka's own start scripts read, with this project's defaults.
         env.setdefault("KAFKA_HEAP_OPTS", "-Xms256m -Xmx1g")
+        env.setdefault("KAFKA_JVM_PERFORMANCE_OPTS", "-XX:+UseG1GC")
         cmd = [
             java,
             *env["KAFKA_HEAP_OPTS"].split(),
-            "-XX:+UseG1GC",
+            *env["KAFKA_JVM_PERFORMANCE_OPTS"].split(),
             "-Djava.awt.headless=true",
             "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
             "-Dorg.slf4j.simpleLogger.showDateTime=true",

@@ -23,6 +23,9 @@ def test_the_bench_writes_its_figures_after_a_warm_up_and_deletes_what_its_runs_
     saved = json.loads(out.read_text())
     assert saved["reports"] == 150
     assert saved["warmup_reports"] == 100
+    assert saved["warmup"]["reports"] == 100
+    assert saved["warmup"]["reports_per_s"] > 0
+    assert saved["warmup"]["cpu_ms_per_report"]["ingest"] > 0
     assert saved["pipeline"]["all_closed_exactly_once"] is True
     assert saved["pipeline"]["reports_per_s"] > 0
     assert saved["raw_kafka"]["round_trip_per_s"] > 0
