@@ -245,7 +245,9 @@ class Projector:
                 kafka_ready.result()
         if not self._catch_up or stored_offsets(self.conn, self.schema, self.projection):
             self._seek_to_stored()
-        log.info("projector_started", schema=self.schema, partitions=len(self._partitions))
+        # The live projector's start is a service's line; a catch-up (rebuild) reports through its caller.
+        say = log.debug if self._catch_up else log.info
+        say("projector_started", schema=self.schema, partitions=len(self._partitions))
 
     def _start_kafka(self) -> None:
         self._partitions = partitions_of(self.consumer, self.topics)

@@ -33,7 +33,9 @@ def test_the_bench_writes_its_figures_after_a_warm_up_and_deletes_what_its_runs_
     assert figures["pipeline"] == saved["pipeline"]
     # Where its CPU went: every stage process, the intake system, and the services run here.
     cpu_ms = saved["pipeline"]["cpu_ms_per_report"]
-    assert {"ingest", "prioritize", "classify", "assess", "route", "analysts", "intake systems"} <= set(cpu_ms)
+    assert {"ingest", "prioritize", "classify", "assess", "route", "analysts", "intake systems"} <= set(
+        cpu_ms
+    )
     assert {"broker", "postgresql"} <= set(cpu_ms) or settings.kafka_external or settings.database_external
     assert all(v >= 0 for v in cpu_ms.values())
     assert cpu_ms["ingest"] > 0

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 from pipeline import db
 from pipeline.schema_sql import ensure_database_schema, sql_files
@@ -72,8 +73,11 @@ def test_a_file_whose_text_changed_is_applied_again_and_only_it(fresh: Settings)
     with db.open_raw(fresh, schema, autocommit=True) as conn:
         key = next(k for k in _applied(conn, schema) if k.endswith("001_route_emitted.sql"))
         conn.execute(
-            f'UPDATE "{schema}".tipline_schema_applied SET digest = %s WHERE file = %s', ("old", key)
-        )  # noqa: S608
+            sql.SQL("UPDATE {} SET digest = %s WHERE file = %s").format(
+                sql.Identifier(schema, "tipline_schema_applied")
+            ),
+            ("old", key),
+        )
     assert ensure_database_schema(fresh) == ["001_route_emitted.sql"]
     assert ensure_database_schema(fresh) == []
 
