@@ -516,36 +516,12 @@ def _reclassified(event: ReportClassified) -> ReportClassified:
     return classified(report_id=event.envelope.report_id, level=1, supersedes=event.envelope.event_id)
 
 
-def test_a_batch_locking_its_rows_first_never_deadlocks_with_an_analysts_run(
-    conn: Any, settings: Settings, publisher: queue.Publisher
-) -> None:
-    """The assess stage re-queues b then a in two runs of one batch while the analyst decides a and b.
-    Its batch locked both rows first (``lock_reports``), so the analyst waits for the whole batch; run by
-    run, the analyst would hold a and wait on b while the stage's second run waited on a."""
-    ns = settings.topic_suffix
-    a, b = _two_claimed(conn, settings)
-    analyst = _AnalystRun(
-        settings,
-        publisher,
-        [request(r.envelope.report_id, "ana", Determination.INFORMATIONAL) for r in (a, b)],
-    )
-    with connect(settings) as stage, connect(settings, autocommit=True) as watch:
-        with capture_logs() as logs, stage.transaction():
-            queue.lock_reports(stage, ns, [b.envelope.report_id, a.envelope.report_id])
-            queue.enqueue_classified_many(stage, ns, [_reclassified(b)], queue.now_utc())
-            analyst.start_and_wait_for_a_lock(watch)
-            queue.enqueue_classified_many(stage, ns, [_reclassified(a)], queue.now_utc())
-        outcomes = analyst.finish()
-    assert [type(o) for o in outcomes] == [ReportAssessed, ReportAssessed]
-    assert [o.level for o in outcomes if isinstance(o, ReportAssessed)] == [1, 1], "decided on the new levels"
-    assert not [e for e in logs if e["event"] == "decisions_retried"], "nobody had to be rolled back"
-
-
-def test_an_analysts_run_rolled_back_as_a_deadlock_victim_is_tried_again(
-    conn: Any, settings: Settings, publisher: queue.Publisher
-) -> None:
-    """The same two runs without the batch's lock first: PostgreSQL finds the cycle and rolls the analyst
-    back (it waited first); the analyst's run is tried again after the stage commits, and succeeds."""
+def _batch_against_an_analyst(
+    conn: Any, settings: Settings, publisher: queue.Publisher, *, lock_first: bool
+) -> tuple[tuple[ReportClassified, ReportClassified], list[queue.DecisionOutcome], list[dict[str, Any]]]:
+    """The assess stage re-queues b, then a, in two runs of one batch (one transaction), while the
+    analyst ana decides a and b: the analyst's statement starts between the two runs. ``lock_first``:
+    the batch locks both rows before its first run, as the runner has it do (``lock_reports``)."""
     ns = settings.topic_suffix
     a, b = _two_claimed(conn, settings)
     analyst = _AnalystRun(
@@ -555,10 +531,32 @@ def test_an_analysts_run_rolled_back_as_a_deadlock_victim_is_tried_again(
     )
     with connect(settings) as stage, connect(settings, autocommit=True) as watch:
         with capture_logs() as logs, stage.transaction():
+            if lock_first:
+                queue.lock_reports(stage, ns, [b.envelope.report_id, a.envelope.report_id])
             queue.enqueue_classified_many(stage, ns, [_reclassified(b)], queue.now_utc())
             analyst.start_and_wait_for_a_lock(watch)
             queue.enqueue_classified_many(stage, ns, [_reclassified(a)], queue.now_utc())
         outcomes = analyst.finish()
+    return (a, b), outcomes, logs
+
+
+def test_a_batch_locking_its_rows_first_never_deadlocks_with_an_analysts_run(
+    conn: Any, settings: Settings, publisher: queue.Publisher
+) -> None:
+    """With the batch's rows locked first the analyst waits for the whole batch; run by run, the analyst
+    would hold a and wait on b while the stage's second run waited on a."""
+    _, outcomes, logs = _batch_against_an_analyst(conn, settings, publisher, lock_first=True)
+    assert [type(o) for o in outcomes] == [ReportAssessed, ReportAssessed]
+    assert [o.level for o in outcomes if isinstance(o, ReportAssessed)] == [1, 1], "decided on the new levels"
+    assert not [e for e in logs if e["event"] == "decisions_retried"], "nobody had to be rolled back"
+
+
+def test_an_analysts_run_rolled_back_as_a_deadlock_victim_is_tried_again(
+    conn: Any, settings: Settings, publisher: queue.Publisher
+) -> None:
+    """Without the batch's lock first: PostgreSQL finds the cycle and rolls the analyst back (it waited
+    first); the analyst's run is tried again after the stage commits, and succeeds."""
+    (a, b), outcomes, logs = _batch_against_an_analyst(conn, settings, publisher, lock_first=False)
     assert [type(o) for o in outcomes] == [ReportAssessed, ReportAssessed]
     retried = [e for e in logs if e["event"] == "decisions_retried"]
     assert [e["error"] for e in retried] == ["DeadlockDetected"]
