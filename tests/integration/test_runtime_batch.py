@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,8 +42,10 @@ class Echo:
     """Re-emits each record on RECEIVED's topic (as its own event), refuses report ids ending in 7,
     and fails a whole run (not a record) when a report id ending in 3 is in it, if ``poison`` is set."""
 
-    def __init__(self, *, poison: bool = False) -> None:
+    def __init__(self, *, poison: bool = False, run_s: float = 0.0) -> None:
         self.poison = poison
+        self.run_s = run_s
+        """How long each run takes (as a stage's database round trips would), so records can arrive meanwhile."""
         self.runs: list[int] = []
         self.single: list[str] = []
         self.lock = threading.Lock()
@@ -57,6 +60,8 @@ class Echo:
     def many(self, items: Sequence[Item], ctx: Context) -> list[Sequence[Output] | DomainError]:
         with self.lock:
             self.runs.append(len(items))
+        if self.run_s:
+            time.sleep(self.run_s)
         if self.poison and any(i.event.envelope.report_id.endswith("3") for i in items):
             raise RuntimeError("the whole run fails")
         out: list[Sequence[Output] | DomainError] = []
@@ -140,7 +145,10 @@ def test_preempted_records_kept_in_memory_survive_a_rebalance_exactly_once(
             i += 1
             stop.wait(0.04)
 
-    first, second = Echo(), Echo()
+    # Each run of 25 takes 20 ms, as a stage's database work would: a top report arriving every 40 ms or
+    # so then lands while a low batch is being handled (an instant handler left no time for that, and the
+    # test passed or not by luck).
+    first, second = Echo(run_s=0.02), Echo(run_s=0.02)
     feeder = threading.Thread(target=trickle, daemon=True)
     with StageThread(_spec(first, lanes=True), settings) as a:
         feeder.start()
