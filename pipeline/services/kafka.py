@@ -85,6 +85,16 @@ def fetch_jars(settings: Settings) -> Path:
     return libs
 
 
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka makes one (``Uuid.randomUuid``): 22 URL-safe base64 characters, never
+    starting with "-". One in 64 did, and the storage tool read it as an option: a fresh machine's first
+    ``services up`` failed that often ("argument --cluster-id/-t: expected one argument")."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class LocalKafka:
     """Start, stop and inspect the project's own broker."""
 
@@ -141,7 +151,6 @@ class LocalKafka:
 
     def _format(self, java: str, libs: Path) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [
             java,
             "-cp",
@@ -149,8 +158,7 @@ class LocalKafka:
             "kafka.tools.StorageTool",
             "format",
             "--standalone",
-            "--cluster-id",
-            cluster_id,
+            f"--cluster-id={new_cluster_id()}",
             "--config",
             str(self.config),
         ]
