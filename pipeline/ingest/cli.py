@@ -217,4 +217,9 @@ def erase(
     if erased:
         console.print(f"Erased the contact details of report {report_id}; they can no longer be read.")
     else:
-        console.print(f"Report {report_id} holds no readable contact details (none given, or erased before).")
+        # Kept as it is on purpose: an erasure asked before the report arrives (or for a mistyped id)
+        # leaves a marker that stops a key from ever being stored for that id; it is said plainly.
+        console.print(
+            f"No readable contact details are stored for report {report_id} (none given, erased before, "
+            "or no such report received yet); it is marked erased, so none can be stored for it later."
+        )

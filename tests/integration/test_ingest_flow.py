@@ -249,6 +249,18 @@ def test_contact_is_encrypted_and_erasable(settings: Settings, topics: None) -> 
         check=False,
     )
     assert erased.returncode == 0, erased.stderr
+    assert "Erased the contact details" in erased.stdout
+    twice = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "privacy", "erase", receipt.report_id],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert twice.returncode == 0, twice.stderr
+    assert "No readable contact details are stored" in twice.stdout
+    assert "marked erased" in twice.stdout
     with db.connect(settings, autocommit=True) as conn:
         assert crypto.decrypt_contact(conn, enc, settings=settings) is None
         with pytest.raises(Exception, match="erased"):
