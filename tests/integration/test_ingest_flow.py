@@ -36,6 +36,18 @@ def _env(settings: Settings) -> dict[str, str]:
     return {**os.environ, "TIPLINE_TOPIC_SUFFIX": settings.topic_suffix}
 
 
+def _erase(settings: Settings, report_id: str) -> subprocess.CompletedProcess[str]:
+    """`tipline privacy erase REPORT` as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "privacy", "erase", report_id],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def _received(events: list[Any]) -> dict[str, ev.ReportReceived]:
     return {e.envelope.report_id: e for e in events if isinstance(e, ev.ReportReceived)}
 
@@ -240,24 +252,10 @@ def test_contact_is_encrypted_and_erasable(settings: Settings, topics: None) -> 
         assert stored is not None
         assert len(bytes(stored[0])) == 12 + 32 + 16  # wrapped: nonce, key, tag; never the raw key
 
-    erased = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "privacy", "erase", receipt.report_id],
-        env=_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    erased = _erase(settings, receipt.report_id)
     assert erased.returncode == 0, erased.stderr
     assert "Erased the contact details" in erased.stdout
-    twice = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "privacy", "erase", receipt.report_id],
-        env=_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    twice = _erase(settings, receipt.report_id)
     assert twice.returncode == 0, twice.stderr
     assert "No readable contact details are stored" in twice.stdout
     assert "marked erased" in twice.stdout
