@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ import httpx
 
 from pipeline import cpu, kafka, serde
 from pipeline import events as ev
-from pipeline.generator import generate
+from pipeline.generator import generate, recent_window
 from pipeline.ingest import client, logic
 from pipeline.ingest.stage import spec
 from pipeline.logging import configure
@@ -53,7 +54,10 @@ SCRATCH = TopicSpec(
 def reports(n: int, seed: int) -> list[dict[str, Any]]:
     """Generated reports as the public web form sends them: no ``intake_system`` (the form refuses one)."""
     out = []
-    for r in generate(n, seed):
+    # Times end just before now, as the demo's: the intake refuses times in the future, and from the
+    # generator's fixed start a long stream would run past today.
+    start, per_day = recent_window(datetime.now(UTC), n)
+    for r in generate(n, seed, start=start, reports_per_day=per_day):
         body = {k: v for k, v in r.items() if k != "intake_system"}
         out.append({**body, "submission_id": str(uuid.uuid4())})
     return out

@@ -16,11 +16,12 @@ import logging
 import os
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline import events as ev
 from pipeline import kafka, serde
-from pipeline.generator import generate
+from pipeline.generator import generate, recent_window
 from pipeline.ingest import client, logic
 from pipeline.logging import configure
 from pipeline.settings import Settings
@@ -32,7 +33,11 @@ SCRATCH = TopicSpec(
 
 
 def reports(n: int, seed: int) -> list[dict[str, Any]]:
-    return [{**r, "submission_id": str(uuid.uuid4())} for r in generate(n, seed)]
+    start, per_day = recent_window(datetime.now(UTC), n)  # recent times: the intake refuses future ones
+    return [
+        {**r, "submission_id": str(uuid.uuid4())}
+        for r in generate(n, seed, start=start, reports_per_day=per_day)
+    ]
 
 
 def raw_produce(settings: Settings, bodies: list[dict[str, Any]]) -> float:

@@ -355,3 +355,16 @@ def test_a_changed_body_is_written_from_scratch() -> None:
     assert isinstance(decoded, ev.ReportClassified)
     changed = dataclasses.replace(decoded, body=dataclasses.replace(decoded.body, description="other words"))
     assert serde.decode(serde.encode(changed)).body.description == "other words"  # type: ignore[attr-defined]
+
+
+def test_body_bytes_table_keeps_the_most_recent_entries_only() -> None:
+    table = serde._BodyBytes()
+    objs = [object() for _ in range(table.LIMIT + 10)]
+    for i, obj in enumerate(objs):
+        table.put(obj, "k", str(i).encode())
+    assert len(table._by_id) == table.LIMIT
+    assert all(table.get(obj, "k") is None for obj in objs[:10])  # the oldest ten were dropped
+    assert table.get(objs[10], "k") == b"10"
+    assert table.get(objs[-1], "k") == str(len(objs) - 1).encode()
+    assert table.get(objs[-1], "other-schema") is None  # only reused under the same body schema
+    assert table.get(object(), "k") is None
