@@ -188,6 +188,9 @@ class StageRunner:
         self.granted: dict[int, float] = {}
         self.start_offsets: dict[tuple[str, int], int] = {}
         self.lanes_dirty = False
+        self._by_lane: dict[int, list[TopicPartition]] | None = None
+        """The assigned lane partitions, read from the consumer once per assignment (a rebalance
+        forgets them): the preemption check runs every few records."""
         self.pending: list[Message] = []
         """What a preempted batch left unhandled, in order: handled after the more urgent lane, from
         memory (seeking back would throw away and fetch again what the consumer has prefetched)."""
@@ -198,11 +201,14 @@ class StageRunner:
 
     # -- lanes ---------------------------------------------------------------------------------------------
     def _lane_partitions(self) -> dict[int, list[TopicPartition]]:
+        if self._by_lane is not None:
+            return self._by_lane
         by_lane: dict[int, list[TopicPartition]] = {}
         for tp in self.consumer.assignment():
             lane = lane_of(tp.topic)
             if lane is not None:
                 by_lane.setdefault(lane, []).append(tp)
+        self._by_lane = by_lane
         return by_lane
 
     def _reset_lanes(self, by_lane: dict[int, list[TopicPartition]]) -> None:
@@ -389,6 +395,7 @@ class StageRunner:
         self.log.info("stage_started", inputs=self.input_names)
 
     def _on_rebalance(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        self._by_lane = None  # the consumer's assignment changes once this callback returns
         self.lanes_dirty = True  # applied by the next _apply_lanes (pause state is rebuilt there)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

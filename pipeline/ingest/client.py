@@ -198,16 +198,23 @@ class IntakeClient:
         if err is not None:
             self._failures.append(err)
 
-    def _checked(self, report: dict[str, Any] | ev.ReportSubmitted) -> _Pending:
-        """A report validated (a dict parsed, an event checked), not yet sealed nor queued."""
+    def check(self, report: dict[str, Any] | ev.ReportSubmitted | CheckedReport) -> CheckedReport:
+        """A report validated (a dict parsed, an event checked), not yet sealed nor queued.
+
+        ``submit`` and ``submit_many`` call it; a system that prepares its reports ahead of time (the
+        demo's intake systems do, before the clock starts) calls it first and hands the results in.
+        Its submission time is the time of the check. Raises ``DomainError`` naming the field.
+        """
+        if isinstance(report, CheckedReport):
+            return report
         if isinstance(report, ev.ReportSubmitted):
             logic.check_submitted(report)
             logic.normalized_content(report, now=now_ms())
-            return _Pending(event=report)
+            return CheckedReport(event=report)
         now = now_ms()
-        return _Pending(parsed=logic.parse_report(report, now=now), now=now)
+        return CheckedReport(parsed=logic.parse_report(report, now=now), now=now)
 
-    def _queue(self, pending: _Pending, keys: dict[str, bytes | None]) -> SubmissionReceipt:
+    def _queue(self, pending: CheckedReport, keys: dict[str, bytes | None]) -> SubmissionReceipt:
         event = pending.event
         if event is None:
             parsed, now = pending.parsed, pending.now
@@ -226,19 +233,23 @@ class IntakeClient:
         self.producer.poll(0)
         return receipt_of(event)
 
-    def _keys(self, pending: list[_Pending]) -> dict[str, bytes | None]:
+    def _keys(self, pending: list[CheckedReport]) -> dict[str, bytes | None]:
         """The data keys of the pending reports that carry a contact: one round trip for them all."""
         ids = [p.parsed.report_id for p in pending if p.parsed is not None and p.parsed.contact is not None]
         return self.ring.data_keys(self._connection(), ids) if ids else {}
 
-    def submit(self, report: dict[str, Any] | ev.ReportSubmitted, *, wait: bool = True) -> SubmissionReceipt:
-        pending = self._checked(report)
+    def submit(
+        self, report: dict[str, Any] | ev.ReportSubmitted | CheckedReport, *, wait: bool = True
+    ) -> SubmissionReceipt:
+        pending = self.check(report)
         receipt = self._queue(pending, self._keys([pending]))
         if wait:
             self.flush()
         return receipt
 
-    def submit_many(self, reports: Iterable[dict[str, Any] | ev.ReportSubmitted]) -> list[SubmissionReceipt]:
+    def submit_many(
+        self, reports: Iterable[dict[str, Any] | ev.ReportSubmitted | CheckedReport]
+    ) -> list[SubmissionReceipt]:
         """Queue every report as ``submit(report, wait=False)`` would, in order; ``flush()`` confirms them.
 
         An invalid report (or one whose contact was erased) raises its ``DomainError`` once the reports
@@ -247,7 +258,7 @@ class IntakeClient:
         later submission of them reuses it).
         """
         receipts: list[SubmissionReceipt] = []
-        chunk: list[_Pending] = []
+        chunk: list[CheckedReport] = []
         index = 0
 
         def send() -> None:
@@ -264,7 +275,7 @@ class IntakeClient:
 
         for report in reports:
             try:
-                chunk.append(self._checked(report))
+                chunk.append(self.check(report))
             except DomainError as exc:
                 send()
                 exc.add_note(f"report {index} of the run; the {index} before it were queued")
@@ -291,8 +302,9 @@ class IntakeClient:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class _Pending:
-    """A report checked and waiting for its contact key: a ready event, or a parsed JSON report."""
+class CheckedReport:
+    """A report checked (``IntakeClient.check``) and waiting for its contact key: a ready event, or a
+    parsed JSON report with the time it was checked."""
 
     event: ev.ReportSubmitted | None = None
     parsed: logic.ParsedReport | None = None

@@ -107,6 +107,35 @@ def test_submit_many_queues_every_report_with_its_contact_sealed(settings: Setti
                 assert event.contact is None
 
 
+def test_reports_checked_ahead_are_handed_in_as_checked(settings: Settings, topics: None) -> None:
+    """check() validates without sending; submit_many of the checked reports sends each once, contacts
+    sealed, with the time of the check as submission time; an invalid report fails at check()."""
+    bodies = _bodies(5)
+    with client.IntakeClient(settings) as intake:
+        checked = [intake.check(b) for b in bodies]
+        assert intake.check(checked[0]) is checked[0]
+        bad = {**_bodies(1)[0], "category": "not-a-category"}
+        with pytest.raises(DomainError) as info:
+            intake.check(bad)
+        assert info.value.field == "category"
+        assert len(intake.producer) == 0  # nothing queued by checking
+        receipts = intake.submit_many(checked)
+        intake.flush()
+    got = consume(settings, SUBMITTED, count=len(bodies), timeout=60, settle=1.0).events
+    assert sorted(e.submission_id for e in got) == sorted(r.submission_id for r in receipts)
+    assert sorted(r.submission_id for r in receipts) == sorted(b["submission_id"] for b in bodies)
+    by_sub = {e.submission_id: e for e in got if isinstance(e, ev.ReportSubmitted)}
+    with db.connect(settings, autocommit=True) as conn:
+        for body, one in zip(bodies, checked, strict=True):
+            event = by_sub[body["submission_id"]]
+            assert event.submitted_at == one.now
+            if "contact" in body:
+                assert event.contact is not None
+                assert crypto.decrypt_contact(conn, event.contact, settings=settings) == body["contact"]
+            else:
+                assert event.contact is None
+
+
 def test_submit_many_stops_at_an_invalid_report_naming_its_field(settings: Settings, topics: None) -> None:
     """The reports before an invalid one are queued, its error names the field, none after it is sent."""
     bodies = _bodies(6)
