@@ -458,6 +458,10 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int | None = Non
         "http": "httptools",
         "access_log": False,
         "log_level": "warning",
+        # The intake never uses a reporter's address (no X-Forwarded-For to trust), and its answers do
+        # not name the server software. (No measurable speed difference: measured.)
+        "proxy_headers": False,
+        "server_header": False,
     }
     if workers > 1:
         uvicorn.run("pipeline.ingest.http:app_from_env", factory=True, workers=workers, **options)
