@@ -69,12 +69,19 @@ def tables_command(tables: TablesOption = None) -> None:
 def locate_command(
     hosts: Annotated[list[str], typer.Argument(help="Host names or IP addresses.")],
     demo: Annotated[
-        bool, typer.Option(help="Use the demo host table instead of the system resolver.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--demo/--dns",
+            help="The demo host table, or the system resolver (default: TIPLINE_RESOLVER, as the route "
+            "stage reads it).",
+        ),
+    ] = None,
     tables: TablesOption = None,
 ) -> None:
     """Say which country each host is in and which recipient its content would go to."""
     loaded = _tables(tables)
+    if demo is None:
+        demo = bootstrap.settings().resolver == "demo"
     resolver: Resolver = demo_resolver() if demo else SocketResolver()
     for host in hosts:
         where = locate(host, resolver)
