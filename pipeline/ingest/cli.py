@@ -75,6 +75,19 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
         list[str] | None, typer.Option("--username", help="A reported user name (repeatable).")
     ] = None,
     ip: Annotated[list[str] | None, typer.Option("--ip", help="A reported IP address (repeatable).")] = None,
+    suspect_name: Annotated[
+        list[str] | None, typer.Option("--suspect-name", help="The suspect's name, if known (repeatable).")
+    ] = None,
+    suspect_username: Annotated[
+        list[str] | None,
+        typer.Option("--suspect-username", help="The suspect's user or screen name (repeatable)."),
+    ] = None,
+    suspect_email: Annotated[
+        list[str] | None, typer.Option("--suspect-email", help="The suspect's e-mail address (repeatable).")
+    ] = None,
+    suspect_phone: Annotated[
+        list[str] | None, typer.Option("--suspect-phone", help="The suspect's phone number (repeatable).")
+    ] = None,
     victim_age: Annotated[int | None, typer.Option(min=0, max=120, help="The child's age, if known.")] = None,
     province: Annotated[
         str | None, typer.Option(help="Province or territory of the child (e.g. ON).")
@@ -106,6 +119,11 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
     from pipeline.ingest.client import submit_report
 
     urls, emails, phones, usernames, ips = (_split(v or []) for v in (url, email, phone_number, username, ip))
+    # A suspect named is what puts a report in the first lane: asked for like the child's details.
+    s_names = [n.strip() for n in suspect_name or [] if n.strip()]  # a name may hold a comma
+    s_usernames, s_emails, s_phones = (
+        _split(v or []) for v in (suspect_username, suspect_email, suspect_phone)
+    )
     if not yes:
         if category is None:
             choices = ", ".join(c.value for c in ev.Category)
@@ -118,6 +136,14 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
         emails = emails or _ask_list("E-mail addresses reported")
         phones = phones or _ask_list("Phone numbers reported")
         usernames = usernames or _ask_list("User names reported")
+        if not (s_names or s_usernames or s_emails or s_phones) and typer.confirm(
+            "Does the caller know who the suspect is?", default=False
+        ):
+            name = typer.prompt("Suspect's name (blank if unknown)", default="", show_default=False).strip()
+            s_names = [name] if name else []
+            s_usernames = _ask_list("Suspect's user or screen names")
+            s_emails = _ask_list("Suspect's e-mail addresses")
+            s_phones = _ask_list("Suspect's phone numbers")
         if victim_age is None:
             age = typer.prompt("Child's age (blank if unknown)", default="", show_default=False)
             victim_age = int(age) if age.strip().isdigit() else None
@@ -156,6 +182,18 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
     ):
         if values:
             report[key] = values
+    suspect = {
+        k: v
+        for k, v in (
+            ("names", s_names),
+            ("usernames", s_usernames),
+            ("emails", s_emails),
+            ("phones", s_phones),
+        )
+        if v
+    }
+    if suspect:
+        report["suspect"] = suspect
     victim: dict[str, Any] = {}
     if victim_age is not None:
         victim["age"] = victim_age
@@ -188,7 +226,8 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
     if not yes:
         shown = len(urls) + len(emails) + len(phones) + len(usernames) + len(ips)
         who = "with contact" if contact else "anonymous"
-        summary = f"category {category or 'not sure'}, {shown} address(es), {who}"
+        named = ", a suspect named" if suspect else ""
+        summary = f"category {category or 'not sure'}, {shown} address(es){named}, {who}"
         if not typer.confirm(f"Send the report ({summary})?", default=True):
             raise typer.Abort
     receipt = submit_report(bootstrap.settings(), report, channel=ev.Channel.PHONE)

@@ -350,3 +350,83 @@ def test_intake_client_batches_and_confirms_on_flush(settings: Settings, topics:
     with_contact = [e for e in got if e.contact is not None]
     assert len(with_contact) == 1
     assert with_contact[0].anonymous is False
+
+
+def _phone(settings: Settings, *args: str, answers: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "intake", "phone", *args],
+        env=_env(settings),
+        input=answers,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_phone_cli_takes_a_named_suspect_from_flags_and_from_prompts(
+    settings: Settings, topics: None
+) -> None:
+    """A suspect named over the phone reaches the event (the first lane's reason), by flag or asked for."""
+    flagged = _phone(
+        settings,
+        "--description",
+        "a man asked my son for photos",
+        "--suspect-name",
+        "Smith, John",
+        "--suspect-username",
+        "jsmith99,js_99",
+        "--suspect-email",
+        "J.Smith@Example.COM",
+        "--anonymous",
+        "--yes",
+    )
+    assert flagged.returncode == 0, flagged.stderr
+    answers = "\n".join(
+        [
+            "luring",  # category
+            "someone in a game chat",  # description
+            "",  # web addresses
+            "",  # e-mail addresses reported
+            "",  # phone numbers reported
+            "",  # user names reported
+            "y",  # the caller knows who the suspect is
+            "",  # suspect's name: unknown
+            "gamer_x",  # suspect's user names
+            "",  # suspect's e-mails
+            "+1 613 555 0199",  # suspect's phones
+            "12",  # child's age
+            "",  # child's province
+            "",  # caller's province
+            "n",  # no contact details
+            "y",  # send
+        ]
+    )
+    prompted = _phone(settings, answers=answers + "\n")
+    assert prompted.returncode == 0, prompted.stdout + prompted.stderr
+    assert "a suspect named" in prompted.stdout
+    got = [
+        e
+        for e in consume(settings, SUBMITTED, count=2, timeout=60).events
+        if isinstance(e, ev.ReportSubmitted)
+    ]
+    by_text = {e.description: e for e in got}
+    first = by_text["a man asked my son for photos"].suspect
+    assert first is not None
+    assert first.names == ("Smith, John",)  # a name keeps its comma
+    assert first.usernames == ("jsmith99", "js_99")
+    assert first.emails == ("J.Smith@Example.COM",)  # as given; ingest normalises
+    second = by_text["someone in a game chat"].suspect
+    assert second is not None
+    assert second.names == ()
+    assert second.usernames == ("gamer_x",)
+    assert second.phones == ("+1 613 555 0199",)
+
+
+def test_phone_cli_refuses_a_bad_suspect_email_naming_it(settings: Settings, topics: None) -> None:
+    result = _phone(
+        settings, "--description", "x", "--suspect-email", "not-an-address", "--anonymous", "--yes"
+    )
+    assert result.returncode != 0
+    assert "suspect.emails[0]" in result.stderr
+    assert "Traceback" not in result.stderr
