@@ -47,7 +47,7 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined] # exported, not in its stubs
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined] # exported, not in its stubs
 from psycopg import sql
 
 from pipeline import db, kafka
@@ -131,9 +131,7 @@ def stored_offsets(
 
 def end_offsets(settings: Settings, partitions: list[Position], timeout: float = 30.0) -> dict[Position, int]:
     """The last stable offset of each partition (the end a read_committed consumer can reach), in one request."""
-    # Not kafka.admin(): this short-lived client would log librdkafka's info-level "purging unserved
-    # events" line at every close; warnings and errors still show.
-    client = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 4})
+    client = kafka.admin(settings)
     latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
     futures = client.list_offsets(
         {TopicPartition(t, p): latest for t, p in partitions},
