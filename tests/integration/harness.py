@@ -27,7 +27,7 @@ def produce(settings: Settings, spec: TopicSpec, events: Iterable[Any]) -> int:
             name(spec, settings.topic_suffix),
             key=ev.envelope.report_id.encode(),
             value=serde.encode(ev),
-            headers=serde.headers_for(ev),
+            headers=list[tuple[str, str | bytes | None]](serde.headers_for(ev)),
         )
         n += 1
     remaining = prod.flush(30)
@@ -47,7 +47,7 @@ class Collected:
 
     @property
     def events(self) -> list[Any]:
-        return [serde.decode(m.value()) for m in self.messages]
+        return [serde.decode(m.value() or b"") for m in self.messages]
 
 
 def consume(
