@@ -14,6 +14,7 @@ during a run (seen in the kill test) stalled the live stages' writes and deadloc
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,29 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_CREATES = re.compile(r"CREATE\s+(?:UNLOGGED\s+)?TABLE\s+IF\s+NOT\s+EXISTS\s+([a-z_][a-z0-9_]*)\b", re.I)
+"""The tables a file creates under an unqualified name (in the environment's schema)."""
+
+
+def tables_created_by(text: str) -> set[str]:
+    return {m.lower() for m in _CREATES.findall(text)}
+
+
 def _pending(conn: Any, schema: str, root: Path) -> list[tuple[str, str, str]]:
-    """(key, digest, text) of each file not applied in ``schema`` as it reads now, in order."""
-    exists = conn.execute(
-        "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s",
-        (schema, _APPLIED),
-    ).fetchone()
+    """(key, digest, text) of each file not applied in ``schema`` as it reads now, in order.
+
+    A file recorded as applied is applied again when a table it creates is missing (dropped by hand,
+    say): a stage would otherwise fail on it at its first batch. The check reads the catalog only, so a
+    restarting process still takes no lock on any table."""
+    tables = {
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
+            (schema,),
+        ).fetchall()
+    }
+    exists = _APPLIED in tables
     done: dict[str, str] = (
         dict(
             conn.execute(
@@ -58,7 +75,7 @@ def _pending(conn: Any, schema: str, root: Path) -> list[tuple[str, str, str]]:
     for path in sql_files(root):
         text = path.read_text()  # our own files, committed in the repo
         key, digest = _key(root, path), _digest(text)
-        if done.get(key) != digest:
+        if done.get(key) != digest or not tables_created_by(text) <= tables:
             out.append((key, digest, text))
     return out
 

@@ -89,3 +89,34 @@ def test_a_schema_made_before_the_files_were_recorded_gets_every_file_once(fresh
         conn.execute(f'DROP TABLE "{schema}".tipline_schema_applied')
     assert len(ensure_database_schema(fresh)) == len(sql_files(fresh.root))
     assert ensure_database_schema(fresh) == []
+
+
+def test_a_table_dropped_by_hand_is_made_again_at_the_next_start(fresh: Settings) -> None:
+    """The file is recorded as applied, but a stage would fail at its first batch without its table."""
+    ensure_database_schema(fresh)
+    schema = db.schema_name(fresh)
+    with db.open_raw(fresh, schema, autocommit=True) as conn:
+        conn.execute(f'DROP TABLE "{schema}".route_emitted')
+    assert ensure_database_schema(fresh) == ["001_route_emitted.sql"]
+    with db.open_raw(fresh, schema, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('route_emitted')::text").fetchone() == ("route_emitted",)
+        # Its index came back with it.
+        found = conn.execute(
+            "SELECT 1 FROM pg_indexes WHERE schemaname = %s AND indexname = 'route_emitted_causation'",
+            (schema,),
+        ).fetchone()
+        assert found == (1,)
+    assert ensure_database_schema(fresh) == []
+
+
+def test_every_file_names_the_tables_it_creates() -> None:
+    """The check above reads table names from the files: each table file must be found by it."""
+    from pathlib import Path
+
+    from pipeline.schema_sql import tables_created_by
+
+    root = Path(__file__).resolve().parents[2]
+    found = {p.name: tables_created_by(p.read_text()) for p in sql_files(root)}
+    assert found["001_route_emitted.sql"] == {"route_emitted"}
+    assert {"assess_queue", "assess_decision"} <= found["060_assess_queue.sql"]
+    assert "ingest_reports" in found["020_ingest_tables.sql"]
