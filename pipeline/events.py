@@ -466,7 +466,10 @@ class ReportReceived:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ReportRejected:
-    """Step 3: a submission that could not be received (invalid, or a resubmission of a known report)."""
+    """Step 3: a submission that could not be received (invalid, or a resubmission of a known report).
+
+    A resubmission (``reason_code`` ``DUPLICATE_SUBMISSION``) carries the report id of the report it
+    repeats, which stays as it was: the read model records it beside that report, not as its step."""
 
     STAGE: ClassVar[str] = "ingest"
     envelope: Envelope
@@ -475,6 +478,10 @@ class ReportRejected:
     field: str | None = None
     message: str
     duplicate_of: str | None = None
+
+
+DUPLICATE_SUBMISSION = "duplicate_submission"
+"""``ReportRejected.reason_code`` of a resubmission: the same submission id again, with other bytes."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

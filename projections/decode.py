@@ -679,6 +679,8 @@ def _received(r: Any) -> model.Fact:
 
 def _rejected(r: Any) -> model.Fact:
     (event_id, report_id, ms), reason = r
+    if reason == ev.DUPLICATE_SUBMISSION:
+        return (report_id, "resubmitted", event_id, _EPOCH + _MS * ms, (), None)
     return (report_id, "rejected", event_id, _EPOCH + _MS * ms, (reason,), None)
 
 

@@ -104,6 +104,9 @@ GROUPS: tuple[Group, ...] = (
             ("hosting_countries", "text[]"),
         ),
     ),
+    # A resubmission of the report (its submission id again) that ingest refused: recorded beside the
+    # report, never its step (the report itself goes on). Last: added after the first release.
+    Group(name="resubmitted", event_type="ReportRejected", columns=()),
 )
 GROUP_BY_NAME: dict[str, Group] = {g.name: g for g in GROUPS}
 STEP_OF_GROUP: dict[str, str | None] = {g.name: (g.name if g.name in STEP_ORDER else None) for g in GROUPS}
@@ -238,6 +241,8 @@ def _values(event: ev.Event) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - 
                 b.anonymous,
                 reporter_origin(b.reporter_location),
             )
+        case ev.ReportRejected() if event.reason_code == ev.DUPLICATE_SUBMISSION:
+            return "resubmitted", ()
         case ev.ReportRejected():
             return "rejected", (event.reason_code,)
         case ev.ReportPrioritized():

@@ -60,15 +60,20 @@ def schema_for(settings: Settings) -> str:
 def install(conn: psycopg.Connection[Any], schema: str) -> None:
     """Create the schema and its tables if they do not exist (``proj_install`` from ``sql/``).
 
-    Readers call this on every query; when the newest column is already there nothing is run, so no
-    DDL lock is ever taken beside a running projector."""
-    installed = conn.execute(
-        "SELECT 1 FROM information_schema.columns"
-        " WHERE table_schema = %s AND table_name = 'proj_report' AND column_name = 'reporter_origin'",
-        (schema,),
+    Readers call this on every query; when the columns added after the first release are already there
+    nothing is run, so no DDL lock is ever taken beside a running projector."""
+    found = conn.execute(
+        "SELECT count(*) FROM information_schema.columns"
+        " WHERE table_schema = %s AND table_name = 'proj_report' AND column_name = ANY(%s)",
+        (schema, list(_ADDED_COLUMNS)),
     ).fetchone()
-    if installed is None or not _has_table(conn, schema, "proj_rejected"):  # the last one proj_install makes
+    complete = found is not None and found[0] == len(_ADDED_COLUMNS)
+    if not complete or not _has_table(conn, schema, "proj_rejected"):  # the last one proj_install makes
         conn.execute("SELECT proj_install(%s)", (schema,))
+
+
+_ADDED_COLUMNS = ("reporter_origin", "resubmitted_event")
+"""proj_report's columns that ``proj_install`` adds to a table made before them (one per ALTER)."""
 
 
 def _has_table(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:

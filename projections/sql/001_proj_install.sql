@@ -61,7 +61,8 @@ BEGIN
             child_protection   boolean,
             category           text,
             province           text,
-            hosting_countries  text[]
+            hosting_countries  text[],
+            resubmitted_first_at timestamptz, resubmitted_at timestamptz, resubmitted_event text COLLATE "C"
         )$ddl$, target);
 
     -- Columns added after the first release: a table created before them gets them at the end
@@ -73,6 +74,15 @@ BEGIN
         WHERE table_schema = target AND table_name = 'proj_report' AND column_name = 'reporter_origin'
     ) THEN
         EXECUTE format('ALTER TABLE %I.proj_report ADD COLUMN reporter_origin text', target);
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns
+        WHERE table_schema = target AND table_name = 'proj_report' AND column_name = 'resubmitted_event'
+    ) THEN
+        EXECUTE format($ddl$
+            ALTER TABLE %I.proj_report ADD COLUMN resubmitted_first_at timestamptz,
+                ADD COLUMN resubmitted_at timestamptz, ADD COLUMN resubmitted_event text COLLATE "C"
+            $ddl$, target);
     END IF;
 
     -- The analysts' queue: classified, not yet assessed; by level, then arrival.

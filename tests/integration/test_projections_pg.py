@@ -19,6 +19,7 @@ from projections.runner import Projector, stored_offsets
 from projections.view import InMemoryView
 from tests.unit.test_projections_contract import (  # noqa: F401 - the same tests, run on PgView
     test_a_newer_classification_wins_whatever_arrives_first,
+    test_a_refused_resubmission_leaves_its_report_where_it_is,
     test_any_order_and_duplicates_converge,
     test_counts_by_province_are_by_the_reporters_origin,
     test_full_lifecycle_gives_the_report_status,
@@ -79,6 +80,19 @@ def test_table_columns_follow_the_model(view: pg.PgView, conn: psycopg.Connectio
         (view.schema,),
     ).fetchall()
     assert tuple(c for (c,) in cols) == pg.COLUMNS
+
+
+def test_a_table_from_before_resubmitted_gets_its_columns(
+    view: pg.PgView, conn: psycopg.Connection[Any]
+) -> None:
+    """Installing over a proj_report created without the resubmitted group's columns adds them."""
+    table = psycopg.sql.SQL("{}.proj_report").format(psycopg.sql.Identifier(view.schema))
+    for col in ("resubmitted_first_at", "resubmitted_at", "resubmitted_event"):
+        conn.execute(
+            psycopg.sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, psycopg.sql.Identifier(col))
+        )
+    pg.install(conn, view.schema)
+    test_table_columns_follow_the_model(view, conn)
 
 
 def test_a_table_from_before_reporter_origin_gets_the_column(

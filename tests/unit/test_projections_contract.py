@@ -212,3 +212,46 @@ def test_rejected_submissions_are_not_closed_reports(view: View) -> None:
     assert status.step == "rejected"
     assert view.statistics().closed == 0
     assert view.statistics().share_referred is None
+
+
+def _resubmission(report_id: str, at_offset: timedelta, n: int = 0) -> ev.ReportRejected:
+    env = ev.Envelope.first(
+        submission_id=f"s-resubmitted-{n}",
+        event_type="ReportRejected",
+        report_id=report_id,
+        producer="ingest/0.1.0",
+        actor=samples.SYSTEM,
+        occurred_at=samples.START + at_offset,
+    )
+    return ev.ReportRejected(
+        envelope=env,
+        submission_id=f"s-resubmitted-{n}",
+        reason_code=ev.DUPLICATE_SUBMISSION,
+        message="sent again",
+        duplicate_of=report_id,
+    )
+
+
+def test_a_refused_resubmission_leaves_its_report_where_it_is(view: View) -> None:
+    """A resubmission refused by ingest names the report it repeats: that report goes on (queue, step,
+    statistics) and the read model only records when it was sent again."""
+    events = _reports(40)
+    closed = next(e for e in events if isinstance(e, ev.ReportClosed) and e.outcome is ev.Outcome.REFERRED)
+    rid = closed.envelope.report_id
+    waiting = {e.envelope.report_id for e in events if isinstance(e, ev.ReportClassified)} - {
+        e.envelope.report_id for e in events if isinstance(e, ev.ReportAssessed)
+    }
+    resent = [_resubmission(rid, timedelta(days=30), 1), _resubmission(rid, timedelta(seconds=1), 2)]
+    resent += [_resubmission(w, timedelta(days=30), 3) for w in sorted(waiting)]
+    reference = InMemoryView()
+    reference.apply(events)
+    view.apply(events + resent)
+    status = view.report(rid)
+    assert status is not None
+    assert status.step == "closed"
+    assert status.outcome == "referred"
+    assert status.times["resubmitted"] == samples.START + timedelta(seconds=1)
+    assert [q.report_id for q in view.queue()] == [q.report_id for q in reference.queue()]
+    stats, before = view.statistics(), reference.statistics()
+    assert "rejected" not in stats.by_step
+    assert (stats.by_step, stats.closed, stats.referred) == (before.by_step, before.closed, before.referred)

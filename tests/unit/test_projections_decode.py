@@ -365,3 +365,25 @@ def _flat(row: model.ReportRow) -> list[Any]:
             [None] * (3 + len(g.columns)) if gv is None else [gv.first_at, gv.at, gv.event_id, *gv.values]
         )
     return out
+
+
+def test_a_refused_resubmission_is_read_as_such_by_both_paths() -> None:
+    """ReportRejected(duplicate_submission) is the "resubmitted" group (no step) for the generated reader
+    and the model alike; any other reason stays "rejected"."""
+    env = ev.Envelope.first(
+        submission_id="s-again",
+        event_type="ReportRejected",
+        report_id="3f1c7a52-0000-5000-8000-000000000001",
+        producer="ingest/0.1.0",
+        actor=samples.SYSTEM,
+        occurred_at=samples.START,
+    )
+    for reason, group, values in (
+        (ev.DUPLICATE_SUBMISSION, "resubmitted", ()),
+        ("invalid_field", "rejected", ("invalid_field",)),
+    ):
+        event = ev.ReportRejected(envelope=env, submission_id="s-again", reason_code=reason, message="m")
+        data = serde.encode(event)
+        assert _projected(data) == _reference(data)
+        fact = _projected(data)[1]
+        assert (fact[1], fact[4]) == (group, values)
