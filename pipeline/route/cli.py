@@ -10,6 +10,8 @@ from rich.table import Table
 
 from pipeline import bootstrap
 from pipeline.console import console
+from pipeline.errors import DomainError
+from pipeline.ingest.logic import normalize_url
 from pipeline.route.resolve import Resolver, SocketResolver, demo_resolver, locate
 from pipeline.route.tables import Tables, load_tables
 from pipeline.route.templates import check_templates
@@ -67,7 +69,9 @@ def tables_command(tables: TablesOption = None) -> None:
 
 @app.command("locate")
 def locate_command(
-    hosts: Annotated[list[str], typer.Argument(help="Host names or IP addresses.")],
+    hosts: Annotated[
+        list[str], typer.Argument(help="Host names, IP addresses or URLs (a URL's host is located).")
+    ],
     demo: Annotated[
         bool | None,
         typer.Option(
@@ -83,20 +87,37 @@ def locate_command(
     if demo is None:
         demo = bootstrap.settings().resolver == "demo"
     resolver: Resolver = demo_resolver() if demo else SocketResolver()
-    for host in hosts:
+    refused = 0
+    for given in hosts:
+        host, problem = _host_of(given)
+        if host is None:
+            console.print(f"{given}: {problem}", highlight=False, markup=False)
+            refused += 1
+            continue
         where = locate(host, resolver)
+        label = host if host == given else f"{given} (host {host})"
         if where.country is None:
-            console.print(f"{host}: {where.problem} -> {loaded.national_default.name}", highlight=False)
+            line = f"{label}: {where.problem} -> {loaded.national_default.name}"
         elif where.country == "CA":
-            console.print(
-                f"{host}: CA ({where.address}) -> police of the province, else "
-                f"{loaded.national_default.name}",
-                highlight=False,
-            )
+            line = f"{label}: CA ({where.address}) -> police of the province, else {loaded.national_default.name}"
         else:
             hotline = loaded.hotlines.get(where.country)
             to = hotline.name if hotline else loaded.interpol.name
-            console.print(f"{host}: {where.country} ({where.address}) -> {to}", highlight=False)
+            line = f"{label}: {where.country} ({where.address}) -> {to}"
+        console.print(line, highlight=False, markup=False)
+    if refused:
+        raise typer.Exit(1)
+
+
+def _host_of(given: str) -> tuple[str | None, str | None]:
+    """The host an argument names: itself, or a URL's host, normalised as the ingest step does (the
+    route step locates the host ingest kept). (None, the reason) when the URL has no valid host."""
+    if "/" not in given:  # a host name or an address (an IPv6 address has colons, never a slash)
+        return given, None
+    try:
+        return normalize_url(given, "url").host, None
+    except DomainError as exc:
+        return None, f"not a URL this tipline takes ({exc})."
 
 
 def _yes(flag: bool) -> str:

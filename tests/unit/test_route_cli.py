@@ -32,3 +32,18 @@ def test_locate_follows_tipline_resolver(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_locate_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert f"{HOST}: GB" in _locate(monkeypatch, "dns", "--demo")
     assert f"{HOST}: GB" not in _locate(monkeypatch, "demo", "--dns")
+
+
+def test_locate_takes_a_url_and_locates_its_host() -> None:
+    result = CliRunner().invoke(app, ["locate", "--demo", f"https://{HOST.upper()}/a/b.jpg#frag"])
+    assert result.exit_code == 0, result.output
+    assert f"https://{HOST.upper()}/a/b.jpg#frag (host {HOST}): GB" in result.output
+
+
+def test_locate_refuses_a_url_without_a_host_in_one_sentence_and_goes_on() -> None:
+    result = CliRunner().invoke(app, ["locate", "--demo", "http:///x", HOST])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0] == "http:///x: not a URL this tipline takes (url: the URL has no host)."
+    assert lines[1].startswith(f"{HOST}: GB")
+    assert "Traceback" not in result.output
