@@ -62,7 +62,12 @@ def _ask_list(label: str) -> list[str]:
 
 @intake_app.command("phone")
 def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per field asked
-    category: Annotated[str | None, typer.Option(help="Report category (blank: not sure).")] = None,
+    category: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Report category: one of {', '.join(c.value for c in ev.Category)} (blank: not sure)."
+        ),
+    ] = None,
     description: Annotated[str | None, typer.Option(help="What the caller saw, in their words.")] = None,
     url: Annotated[list[str] | None, typer.Option("--url", help="A web address (repeatable).")] = None,
     email: Annotated[
