@@ -76,9 +76,12 @@ def _code(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\[\]-]", "?", text)[:120]
 
 
-def _hosts(urls: tuple[str, ...]) -> str:
+def _urls_on(urls: tuple[str, ...]) -> str:
+    """How many URLs and on which hosts ("no URL", "1 URL on a.example", "3 URLs on a.example, b.example")."""
+    if not urls:
+        return "no URL"
     hosts = sorted({u.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0] for u in urls})
-    return ", ".join(hosts) if hosts else "none"
+    return f"{len(urls)} URL{'' if len(urls) == 1 else 's'} on {', '.join(hosts)}"
 
 
 def _body(b: ev.ReportBody) -> str:
@@ -86,8 +89,8 @@ def _body(b: ev.ReportBody) -> str:
     contact = "anonymous" if b.anonymous or b.contact is None else "contact on file (encrypted, not shown)"
     return (
         f"report {b.report_number}, {b.channel} in {b.language}, reporter's category "
-        f"{b.reporter_category or 'not sure'}, {len(b.incidents)} incident(s), {len(urls)} URL(s) on "
-        f"{_hosts(urls)}, description [redacted, {len(b.description)} chars], {contact}"
+        f"{b.reporter_category or 'not sure'}, {len(b.incidents)} incident(s), {_urls_on(urls)}, "
+        f"description [redacted, {len(b.description)} chars], {contact}"
     )
 
 
@@ -105,8 +108,8 @@ def _summarize(event: ev.Event) -> str:  # noqa: PLR0911 - one return per event 
         case ev.ReportSubmitted():
             return (
                 f"submitted by {event.channel}{' via ' + event.intake_system if event.intake_system else ''}, "
-                f"category {event.reporter_category or 'not sure'}, {len(event.urls)} URL(s) on "
-                f"{_hosts(event.urls)}, description [redacted, {len(event.description)} chars], "
+                f"category {event.reporter_category or 'not sure'}, {_urls_on(event.urls)}, "
+                f"description [redacted, {len(event.description)} chars], "
                 f"{'anonymous' if event.anonymous else 'contact on file (encrypted, not shown)'}"
             )
         case ev.ReportReceived():

@@ -94,7 +94,7 @@ def compare(stats: Statistics, figures: list[PublishedFigure]) -> list[Compariso
             label="police referrals that stayed in Canada",
             published=_published(figures, "share_police_referrals_staying_in_canada"),
             measured=stats.share_police_in_canada,
-            basis=f"{stats.police_reports} reports referred to police",
+            basis=f"{stats.police_reports} report{'' if stats.police_reports == 1 else 's'} referred to police",
         ),
     ]
 
