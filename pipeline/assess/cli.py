@@ -26,6 +26,7 @@ from pipeline.console import console
 from pipeline.db import connect
 from pipeline.errors import ConfigError
 from pipeline.events import Determination, Incident, IncidentClassification, ReportBody
+from pipeline.settings import Settings
 
 app = typer.Typer(
     help="Step 6: the analysts' queue. Claim the next report, read it, record a determination.",
@@ -143,6 +144,35 @@ def decide(  # noqa: PLR0917 - typer maps each command-line option to a paramete
         f"(event {assessed.envelope.event_id}{extra}).",
         highlight=False,
     )
+    if assessed.supersedes:
+        closed = _closed_before(settings, assessed.envelope.report_id)
+        if closed is not None:
+            console.print(
+                f"Note: {escape(assessed.body.report_number)} was already closed ({closed}). The route step "
+                "keeps what it has done (a referral is never recalled) and acts only on what this revision "
+                "adds (a recipient not yet told); tell earlier recipients yourself if they must know.",
+                highlight=False,
+            )
+
+
+def _closed_before(settings: Settings, report_id: str) -> str | None:
+    """How the report was closed, as the read model says (None: not closed, or no read model here)."""
+    import psycopg
+
+    from projections import pg
+
+    schema = pg.schema_for(settings)
+    try:
+        with connect(settings) as conn:
+            if not pg.schema_exists(conn, schema):
+                return None
+            status = pg.PgView(conn, schema).report(report_id)
+    except psycopg.Error:
+        return None  # a read model of another version or none at all: the note is a courtesy
+    if status is None or status.outcome is None:
+        return None
+    n = len(status.referrals)
+    return f"outcome {status.outcome}, {n} referral{'' if n == 1 else 's'}"
 
 
 @app.command("simulate")

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.assess import queue, simulated
 from pipeline.db import connect
-from pipeline.events import ActorKind, Determination, HashType, ReportClassified
+from pipeline.events import ActorKind, Determination, HashType, ReportClassified, ReportClosed
 from pipeline.settings import Settings
 from pipeline.topics import ASSESSED
 from tests.integration.harness import consume
@@ -200,3 +200,45 @@ def test_a_restarted_simulated_analyst_takes_back_its_own_claim(
     summary = queue.simulate(settings, seed=7, analysts=1, until_empty=True, idle_s=0.0)
     assert summary.decided == 1
     assert summary.by_worker == Counter({"simulated.seed7.0": 1})
+
+
+def test_a_revision_of_a_closed_report_says_what_stays_done(
+    settings: Settings, make_topics: Callable[..., list[str]]
+) -> None:
+    """Revising after the route step closed the report: recorded, and the analyst is told that referrals
+    already made stand (the route step never recalls one); before it closed, no such note."""
+    import dataclasses
+    import random
+
+    from projections import pg, samples
+
+    make_topics(ASSESSED)
+    report = classified(level=2, arrival_seq=1)
+    enqueue(settings, report)
+    number = report.body.report_number
+    first = tipline(settings, "decide", number, "--analyst", "jdoe", "--determination", "potentially_illegal")
+    assert first.returncode == 0, first.stderr
+    assert "Note:" not in first.stdout
+    # The read model as the projector leaves it once the route step closed the report (referred).
+    story = samples.lifecycle(1, random.Random(5))
+    story = [
+        dataclasses.replace(e, envelope=dataclasses.replace(e.envelope, report_id=report.envelope.report_id))
+        for e in story
+    ]
+    closed = next(e for e in story if isinstance(e, ReportClosed))
+    schema = pg.schema_for(settings)
+    with connect(settings, autocommit=True) as conn:
+        pg.install(conn, schema)
+        pg.PgView(conn, schema).apply(story)
+    try:
+        revised = tipline(
+            settings, "decide", number, "--analyst", "jdoe", "--determination", "not_illegal", "--revise"
+        )
+        assert revised.returncode == 0, revised.stderr
+        said = " ".join(revised.stdout.split())
+        assert "Recorded not_illegal" in said
+        assert f"Note: {number} was already closed (outcome {closed.outcome.value}" in said
+        assert "a referral is never recalled" in said
+    finally:
+        with connect(settings, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
