@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import events, schema_registry, topics
+from pipeline.runtime import DLQ_KEY_MAX, DLQ_VALUE_MAX
 from pipeline.settings import DEFAULT_KAFKA_PORT, Settings, project_root
 
 AVRO_SCHEMA_FORMAT = "application/vnd.apache.avro+json;version=1.9.0"
@@ -55,10 +56,43 @@ def _kafka_channel_binding(spec: topics.TopicSpec, partitions: int) -> dict[str,
 
 def _headers_schema(event_name: str | None) -> dict[str, Any]:
     if event_name is None:
+        text = {"type": "string"}
+        number = {"type": "string", "pattern": "^[0-9]+$"}
         return {
             "type": "object",
-            "description": "The failed record's original headers, plus the reason the stage gave up on it.",
-            "additionalProperties": {"type": "string"},
+            "description": "Why and where the stage gave up on the record (the record's own headers are not copied).",
+            "properties": {
+                "dlq.stage": {**text, "description": "The stage that gave up on the record."},
+                "dlq.reason": {
+                    **text,
+                    "description": "A short code, e.g. bad_marker, unknown_fingerprint, invalid_field.",
+                },
+                "dlq.message": {**text, "description": "One sentence (at most 2,000 bytes)."},
+                "dlq.field": {**text, "description": "The dotted field at fault, when one is."},
+                "dlq.source.topic": {
+                    **text,
+                    "description": "Where the record itself stays (topics are kept forever).",
+                },
+                "dlq.source.partition": number,
+                "dlq.source.offset": number,
+                "dlq.value.truncated_from": {
+                    **number,
+                    "description": f"Present when the value was longer than {DLQ_VALUE_MAX:,} bytes: its length; "
+                    "the payload holds its first bytes.",
+                },
+                "dlq.key.truncated_from": {
+                    **number,
+                    "description": f"Present when the key was longer than {DLQ_KEY_MAX:,} bytes: its length.",
+                },
+            },
+            "required": [
+                "dlq.stage",
+                "dlq.reason",
+                "dlq.message",
+                "dlq.source.topic",
+                "dlq.source.partition",
+                "dlq.source.offset",
+            ],
         }
     return {
         "type": "object",
@@ -117,7 +151,10 @@ def _dead_letter_message() -> dict[str, Any]:
     return {
         "name": "DeadLetter",
         "title": "Dead letter",
-        "summary": "A raw record a stage could not process, kept byte for byte so an operator can replay it.",
+        "summary": (
+            "A raw record a stage could not process, kept byte for byte (up to its first "
+            f"{DLQ_VALUE_MAX:,} bytes) so an operator can replay it."
+        ),
         "contentType": "application/octet-stream",
         "headers": _headers_schema(None),
         "payload": {"type": "string", "format": "binary"},

@@ -46,7 +46,7 @@ import faust
 from pipeline import serde
 from pipeline.errors import ConfigError, DomainError, SerdeError
 from pipeline.logging import get_logger
-from pipeline.runtime import Context, Output, StageSpec, dead_letter_headers
+from pipeline.runtime import Context, Output, StageSpec, dead_letter_headers, dead_letter_record
 from pipeline.settings import Settings
 from pipeline.topics import dead_letter, group, name
 
@@ -201,8 +201,9 @@ class FaustStage:
             reason=reason,
             field=field_name,
         )
-        headers = dead_letter_headers(self.spec.name, source, reason, message, field_name)  # type: ignore[arg-type]
-        await self.dlq.send(key=key, value=raw, headers=headers)
+        key, value, cut = dead_letter_record(key, raw)
+        headers = dead_letter_headers(self.spec.name, source, reason, message, field_name) + cut  # type: ignore[arg-type]
+        await self.dlq.send(key=key, value=value, headers=headers)
 
     # -- life cycle ----------------------------------------------------------------------------------------
     def open(self) -> None:

@@ -129,6 +129,15 @@ class _Stop:
         self.requested = True
 
 
+DLQ_VALUE_MAX = 512 * 1024
+"""The most of a record's value a dead-letter record copies. A larger record (the broker takes up to its
+``message.max.bytes``, our producers send at most librdkafka's 1,000,000) could not be dead-lettered whole:
+the produce failed, the transaction with it, and the stage retried that record forever. Its first
+``DLQ_VALUE_MAX`` bytes are copied; the record itself stays on its source topic (kept forever) at the
+partition and offset the headers name, so nothing is lost."""
+DLQ_KEY_MAX = 1024
+
+
 def dead_letter_headers(
     stage: str, msg: Message, reason: str, message: str, field_name: str | None
 ) -> list[tuple[str, bytes]]:
@@ -143,6 +152,21 @@ def dead_letter_headers(
     if field_name:
         headers.append(("dlq.field", field_name.encode()))
     return headers
+
+
+def dead_letter_record(
+    key: bytes | None, value: bytes | None
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The key and value a dead-letter record carries: the source record's, cut to ``DLQ_KEY_MAX`` and
+    ``DLQ_VALUE_MAX`` bytes, and headers saying from what size when they were cut."""
+    extra: list[tuple[str, bytes]] = []
+    if key is not None and len(key) > DLQ_KEY_MAX:
+        extra.append(("dlq.key.truncated_from", str(len(key)).encode()))
+        key = bytes(key[:DLQ_KEY_MAX])
+    if value is not None and len(value) > DLQ_VALUE_MAX:
+        extra.append(("dlq.value.truncated_from", str(len(value)).encode()))
+        value = bytes(value[:DLQ_VALUE_MAX])
+    return key, value, extra
 
 
 class StageRunner:
@@ -612,11 +636,12 @@ class StageRunner:
             reason=reason,
             field=field_name,
         )
+        key, value, cut = dead_letter_record(msg.key(), msg.value())
         self.producer.produce(
             self.dlq_topic,
-            key=msg.key(),
-            value=msg.value(),
-            headers=dead_letter_headers(self.spec.name, msg, reason, message, field_name),  # type: ignore[arg-type]
+            key=key,
+            value=value,
+            headers=dead_letter_headers(self.spec.name, msg, reason, message, field_name) + cut,  # type: ignore[arg-type]
         )
 
     def _abort(self) -> None:

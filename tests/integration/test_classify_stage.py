@@ -98,3 +98,34 @@ def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(
     assert {b"body.facts.content", b"body.incidents"} <= fields
     assert [e.envelope.report_id for e in out.events] == [good.envelope.report_id]
     assert out.events[0].incidents[0].sections == ("163.1(4)",)
+
+
+def test_a_record_too_large_to_copy_whole_is_dead_lettered_cut_and_the_stage_goes_on(
+    settings: Settings, make_topics: Callable[..., list[str]]
+) -> None:
+    """A record over our producers' 1,000,000-byte limit (the broker takes up to about 1 MiB): its
+    dead-letter copy is cut to DLQ_VALUE_MAX and says from what size; before, the stage's transaction
+    failed on that produce and the stage retried the record forever."""
+    from pipeline import kafka
+    from pipeline.runtime import DLQ_KEY_MAX, DLQ_VALUE_MAX
+    from pipeline.topics import name
+
+    make_topics(*TOPICS)
+    big = kafka.producer(settings, **{"message.max.bytes": 2_000_000, "compression.type": "none"})
+    value, key = b"\xc3\x01" + bytes(1_000_090), b"k" * 3000
+    big.produce(name(PRIORITIZED[1], settings.topic_suffix), key=key, value=value)
+    assert big.flush(30) == 0
+    good = prioritized(
+        level=2, content=(ContentKind.SEXUAL_IMAGE_OR_VIDEO,), actions=(MaterialAction.POSSESSED,)
+    )
+    produce(settings, PRIORITIZED[1], [good])
+    with StageThread(spec(settings), settings):
+        (dead,) = consume(settings, dead_letter("classify"), count=1, timeout=60).messages
+        out = consume(settings, CLASSIFIED, count=1, timeout=60, settle=1.0)
+    headers = dict(dead.headers() or [])
+    assert headers["dlq.reason"] == b"unknown_fingerprint"
+    assert headers["dlq.value.truncated_from"] == str(len(value)).encode()
+    assert headers["dlq.key.truncated_from"] == b"3000"
+    assert dead.value() == value[:DLQ_VALUE_MAX]
+    assert dead.key() == key[:DLQ_KEY_MAX]
+    assert [e.envelope.report_id for e in out.events] == [good.envelope.report_id]
