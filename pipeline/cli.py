@@ -11,6 +11,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline import bootstrap
@@ -206,9 +207,11 @@ def bench(
 def main() -> None:
     """Entry point: runs the app and turns the project's errors into one sentence and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's typer.Exit code instead of exiting with it.
+        code = app(standalone_mode=False)
     except TiplineError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # The sentence may quote the user's input: never read as markup ("[/]" is text, not a tag).
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("Interrupted.")
@@ -224,8 +227,10 @@ def main() -> None:
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
