@@ -35,6 +35,10 @@ from pipeline.errors import SerdeError
 from pipeline.events import EVENT_TYPES, Event
 
 MAGIC = b"\xc3\x01"
+TIME_MIN = datetime(1, 1, 2, tzinfo=UTC)
+TIME_MAX = datetime(9999, 12, 30, tzinfo=UTC)
+"""The times an event may carry (UTC): a day inside the years a datetime holds, so that no reader's
+timezone conversion of one can overflow. Intake refuses times outside them, naming the field."""
 HEADER_LEN = 10
 
 HEADER_EVENT_TYPE = "event_type"
@@ -58,8 +62,8 @@ class _Codegen:
             "_EPOCH_DATE": _EPOCH.date(),
             "_EPOCH_ORDINAL": _EPOCH.date().toordinal(),
             "_MS": timedelta(milliseconds=1),
-            "_MS_MIN": (datetime(1, 1, 2, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1),
-            "_MS_MAX": (datetime(9999, 12, 30, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1),
+            "_MS_MIN": (TIME_MIN - _EPOCH) // timedelta(milliseconds=1),
+            "_MS_MAX": (TIME_MAX - _EPOCH) // timedelta(milliseconds=1),
             "_out_of_range": _out_of_range,
             "_timedelta": timedelta,
             "_date_fromordinal": date.fromordinal,

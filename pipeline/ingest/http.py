@@ -70,7 +70,7 @@ from starlette.types import Receive, Scope, Send
 
 from pipeline import db
 from pipeline import events as ev
-from pipeline.errors import DomainError, ServiceError
+from pipeline.errors import DomainError, SerdeError, ServiceError
 from pipeline.ingest import client, crypto, logic
 from pipeline.logging import get_logger
 from pipeline.settings import Settings
@@ -360,6 +360,10 @@ async def _answer_report(intake: Intake, scope: Scope, receive: Receive) -> _Ans
         return _error(422, str(exc), exc.field, exc.reason)
     try:
         await intake.publish(event)
+    except SerdeError as exc:
+        # Whatever intake accepted must encode; should a value slip past it, it is still the sender's
+        # input at fault, named, never a 500.
+        return _error(422, str(exc), exc.field, exc.reason)
     except ServiceError as exc:
         intake.log.warning("report_not_acknowledged", report_id=event.envelope.report_id, error=str(exc))
         return _error(503, str(exc), None, "unavailable", **{"Retry-After": "5"})

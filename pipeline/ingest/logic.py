@@ -47,6 +47,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from pipeline import events as ev
+from pipeline import serde
 from pipeline.errors import DomainError
 
 REPORT_ID_NAMESPACE = uuid.UUID("0b6e3c1d-8f4a-5e2b-9d7c-2a4f6e8b1c3d")
@@ -548,10 +549,11 @@ def _parse_time(value: Any, path: str) -> datetime:
     if parsed.tzinfo is None:
         raise _refuse(path, "the time needs a timezone (e.g. 2026-01-31T20:00:00Z)")
     try:
-        parsed.astimezone(UTC)
+        utc = parsed.astimezone(UTC)
     except OverflowError:
-        # 9999-12-31T23:00:00-05:00 is in year 10000 in UTC: no event can carry it.
-        raise _refuse(path, "the time is outside the years 1 to 9999 (UTC)") from None
+        utc = None  # 9999-12-31T23:00:00-05:00 is in year 10000 in UTC: no event can carry it.
+    if utc is None or not serde.TIME_MIN <= utc <= serde.TIME_MAX:
+        raise _refuse(path, "the time is outside 0001-01-02 to 9999-12-30 (UTC)")
     return parsed
 
 

@@ -238,6 +238,15 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str], int, str | None, str]] = [
         "invalid_field",
     ),
     (
+        # Intake took it; encoding the event refused it: a 500 (found by an attack with bad input).
+        "incident time on the first day of year 1 in UTC",
+        b'{"description": "x", "incident_time": "0001-01-01T23:59:59Z"}',
+        JSON,
+        422,
+        "incident_time",
+        "invalid_field",
+    ),
+    (
         "incident time far in the future",
         b'{"description": "x", "incident_time": "2999-01-01T00:00:00Z"}',
         JSON,

@@ -476,6 +476,12 @@ def test_long_urls_and_hash_values_are_not_mistaken_for_base64() -> None:
     [
         ({"incident_time": "9999-12-31T23:00:00-05:00"}, "incident_time"),
         ({"incident_time": "0001-01-01T00:00:00+05:00"}, "incident_time"),
+        # In year 1 in UTC, but a day no event may carry (a reader's timezone could take it out of range).
+        ({"incident_time": "0001-01-01T23:59:59Z"}, "incident_time"),
+        (
+            {"suspect": {"ip_events": [{"ip": "1.2.3.4", "at": "0001-01-01T00:00:00-01:00"}]}},
+            "suspect.ip_events[0].at",
+        ),
         ({"incident_time": "2026-03-03T12:00:01Z"}, "incident_time"),
         (
             {"suspect": {"ip_events": [{"ip": "1.2.3.4", "at": "9999-12-31T23:00:00-05:00"}]}},
@@ -507,7 +513,7 @@ def test_impossible_times_ages_and_births_are_refused(report: dict[str, Any], fi
 @pytest.mark.parametrize(
     "report",
     [
-        {"incident_time": "0001-01-01T00:00:00-05:00"},
+        {"incident_time": "0001-01-02T00:00:00-05:00"},
         {"incident_time": "2026-03-02T11:59:59Z"},
         {"suspect": {"ip_events": [{"ip": "1.2.3.4", "at": "2026-02-28T08:00:00-05:00"}]}},
         {"victim": {"date_of_birth": "2026-03-01"}},
