@@ -361,6 +361,9 @@ def normalize_hash(h: ev.FileHash, field: str) -> ev.FileHash:
         raise _refuse(field, f"not a valid {h.hash_type.value} hash (hexadecimal of the right length)")
     if not value or len(value) > 4096:
         raise _refuse(field, "the hash is empty or too long")
+    if not value.isprintable():
+        # A hash is printable text (hex, base64); a NUL could not even be stored with its link.
+        raise _refuse(field, "the hash holds a control character")
     return ev.FileHash(hash_type=h.hash_type, value=value)
 
 
@@ -1204,15 +1207,29 @@ def normalized_content(event: ev.ReportSubmitted, now: datetime | None = None) -
         for tech in ev.Technology
         if (p := parts.get(tech)) is not None
     )
-    link_keys = [f"url:{u}" for u in url_index]
+    link_keys = [link_key("url", u) for u in url_index]
     for fref, _tech in files:
-        link_keys += [f"hash:{h.hash_type.value}:{h.value}" for h in fref.hashes]
+        link_keys += [link_key(f"hash:{h.hash_type.value}", h.value) for h in fref.hashes]
     return Content(
         incidents=incidents,
         suspect=suspect,
         link_keys=_dedupe(link_keys),
         reporter_location=check_reporter_location(event.reporter_location),
     )
+
+
+LINK_KEY_MAX_BYTES = 1024
+"""A link key longer than this is stored as its digest: the link tables' primary keys are B-tree indexes,
+whose rows hold at most about 2,700 bytes (a URL of 3,000 characters failed every batch that held it)."""
+
+
+def link_key(kind: str, value: str) -> str:
+    """What links reports naming the same thing: ``kind:value`` (``url:https://a.example/x``,
+    ``hash:sha256:...``), or ``kind~sha256:<hex of value>`` when that is over ``LINK_KEY_MAX_BYTES``."""
+    key = f"{kind}:{value}"
+    if len(key) <= LINK_KEY_MAX_BYTES // 4 or len(key.encode()) <= LINK_KEY_MAX_BYTES:
+        return key
+    return f"{kind}~sha256:{hashlib.sha256(value.encode()).hexdigest()}"
 
 
 @dataclass(frozen=True, kw_only=True)

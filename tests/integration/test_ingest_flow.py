@@ -217,6 +217,20 @@ def test_duplicate_urls_and_hashes_link_reports(settings: Settings, topics: None
     assert (by_hash[1].body.linked_to, by_hash[1].body.reporters_count) == (by_hash[0].envelope.report_id, 2)
 
 
+def test_reports_naming_one_very_long_url_are_received_and_linked(settings: Settings, topics: None) -> None:
+    """A URL of 8,000 characters (the limit is 8,192) is a link key too long for a B-tree row: it is kept
+    as its digest. Before, every batch holding it failed and the report was dead-lettered."""
+    long_url = f"http://example.com/{uuid.uuid4().hex}/" + "a1B2c3" * 1330
+    reports = [{"description": "first", "urls": [long_url]}, {"description": "again", "urls": [long_url]}]
+    ids = [client.submit_report(settings, r).report_id for r in reports]
+    with StageThread(spec(settings), settings):
+        got = _received(consume(settings, RECEIVED, count=2, timeout=60).events)
+    first, second = (got[i] for i in ids)
+    assert first.body.incidents[0].urls[0].normalized == long_url
+    assert (first.body.linked_to, first.body.reporters_count) == (None, 1)
+    assert (second.body.linked_to, second.body.reporters_count) == (first.envelope.report_id, 2)
+
+
 def test_contact_is_encrypted_and_erasable(settings: Settings, topics: None) -> None:
     """The contact never travels in clear; after erasure it cannot be decrypted while all else still reads."""
     contact_email = f"parent-{uuid.uuid4().hex[:8]}@example.ca"

@@ -238,6 +238,15 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str], int, str | None, str]] = [
         "invalid_field",
     ),
     (
+        # Taken with a 202, then dead-lettered: PostgreSQL text cannot hold a NUL (its link key).
+        "a NUL inside a PhotoDNA hash",
+        b'{"description": "x", "files": [{"hashes": [{"hash_type": "photodna", "value": "abc\\u0000def"}]}]}',
+        JSON,
+        422,
+        "files[0].hashes[0]",
+        "invalid_field",
+    ),
+    (
         # Intake took it; encoding the event refused it: a 500 (found by an attack with bad input).
         "incident time on the first day of year 1 in UTC",
         b'{"description": "x", "incident_time": "0001-01-01T23:59:59Z"}',

@@ -559,3 +559,16 @@ def test_a_birth_after_the_receipt_is_refused_even_when_the_submission_claims_la
     with pytest.raises(DomainError) as info:
         logic.normalized_content(event, now=NOW)
     assert info.value.field == "victim.date_of_birth"
+
+
+def test_a_link_key_too_long_for_an_index_row_is_its_digest() -> None:
+    short = logic.link_key("url", "https://a.example/x")
+    assert short == "url:https://a.example/x"
+    long_url = "https://a.example/" + "x" * 3000
+    key = logic.link_key("url", long_url)
+    assert key == logic.link_key("url", long_url)  # the same URL, the same key: reports still link
+    assert key.startswith("url~sha256:")
+    assert len(key) == len("url~sha256:") + 64
+    assert logic.link_key("url", long_url + "y") != key
+    # Multi-byte characters count in bytes, as the index does.
+    assert logic.link_key("hash:photodna", "é" * 600).startswith("hash:photodna~sha256:")
