@@ -143,7 +143,17 @@ _BASE64_EXEMPT = frozenset({"urls", "profile_urls", "seen_at_url", "value"})
 _NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
 _DIGITS_AND_DOTS = re.compile(r"[0-9.]+")
 _SCHEME_ONLY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(?!\d)")
-_COUNTRY_CODE = re.compile(r"[A-Z]{2}")
+COUNTRY_CODES: frozenset[str] = frozenset(phonenumbers.SUPPORTED_REGIONS) | {
+    "AQ",
+    "BV",
+    "GS",
+    "HM",
+    "PN",
+    "TF",
+    "UM",
+}
+"""ISO 3166-1 alpha-2 codes: the regions of libphonenumber (every assigned code but the seven added here,
+uninhabited or without a telephone plan, plus AC and TA, reserved, and XK, Kosovo's code in common use)."""
 # scheme, host, port, path, query (and a fragment, dropped): what urlsplit would find in such a URL.
 _PLAIN_URL = re.compile(
     r"(https?|ftp)://([a-z0-9_.-]+)(?::([0-9]{1,5}))?(/[^?#]*)?(?:\?([^#]*))?(?:#.*)?",
@@ -881,6 +891,13 @@ def _check_content(fields: dict[str, Any], now: datetime) -> dict[str, Any]:
         loc = getattr(person, "location", None)
         if person is not None and loc is not None:
             checked = _check_location(loc, f"{name}.location")
+            if checked.province is not None and checked.country not in (None, DEFAULT_REGION):
+                # The route step would follow the country and drop the province (and with it the
+                # province's police and child protection): a contradiction is the sender's to settle.
+                raise _refuse(
+                    f"{name}.location.country",
+                    f"province {checked.province} is in CA, not {checked.country}; drop one of them",
+                )
             if checked != loc:  # codes given in lower case or with spaces
                 fields[name] = dataclasses.replace(person, location=checked)
     probe = ev.ReportSubmitted(
@@ -904,7 +921,7 @@ def _check_location(loc: ev.Location, path: str) -> ev.Location:
         raise _refuse(
             f"{path}.province", "must be a two-letter Canadian province or territory code (e.g. ON)"
         )
-    if country is not None and not _COUNTRY_CODE.fullmatch(country):
+    if country is not None and country not in COUNTRY_CODES:
         raise _refuse(f"{path}.country", "must be a two-letter ISO 3166 country code (e.g. CA)")
     return ev.Location(province=province, country=country, city=loc.city)
 

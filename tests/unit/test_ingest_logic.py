@@ -361,6 +361,7 @@ def test_reporter_location_is_normalised(given: dict[str, Any] | None, expected:
         ({"country": "CAN"}, "reporter_location.country"),
         ({"country": "1A"}, "reporter_location.country"),
         ({"province": "BC", "country": "US"}, "reporter_location.country"),
+        ({"country": "ZZ"}, "reporter_location.country"),  # two letters, but no country's code
         ({"city": ["Ottawa"]}, "reporter_location.city"),
         ({"city": "x" * (logic.MAX_TEXT + 1)}, "reporter_location.city"),
         ({"postal_code": "K1A 0B1"}, "reporter_location.postal_code"),
@@ -572,3 +573,29 @@ def test_a_link_key_too_long_for_an_index_row_is_its_digest() -> None:
     assert logic.link_key("url", long_url + "y") != key
     # Multi-byte characters count in bytes, as the index does.
     assert logic.link_key("hash:photodna", "é" * 600).startswith("hash:photodna~sha256:")
+
+
+@pytest.mark.parametrize(
+    ("report", "field"),
+    [
+        ({"victim": {"age": 9, "location": {"province": "QC", "country": "ZZ"}}}, "victim.location.country"),
+        ({"victim": {"age": 9, "location": {"province": "QC", "country": "US"}}}, "victim.location.country"),
+        ({"suspect": {"location": {"country": "EU"}}}, "suspect.location.country"),
+        (
+            {"suspect": {"location": {"province": "ON", "country": "GB"}}},
+            "suspect.location.country",
+        ),
+    ],
+)
+def test_a_person_in_no_country_or_in_two_places_is_refused(report: dict[str, Any], field: str) -> None:
+    """Found by an attack: a victim in "QC, ZZ" was taken and routed to INTERPOL, without the Quebec
+    police and child protection the province alone gets (the route step follows the country)."""
+    with pytest.raises(DomainError) as info:
+        logic.parse_report({"description": "x", **report})
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("country", ["CA", "gb", "AQ", "XK", "UM"])
+def test_every_country_code_in_use_is_taken(country: str) -> None:
+    parsed = logic.parse_report({"description": "x", "victim": {"location": {"country": country}}})
+    assert parsed.fields["victim"].location.country == country.upper()
