@@ -1136,6 +1136,14 @@ def _normalise_addresses(event: ev.ReportSubmitted, now: datetime | None) -> _Ad
                 url_index[ref.normalized] = tech
                 urls.setdefault(tech, []).append(ref)
         files.append((ev.FileRef(file_name=f.file_name, hashes=hashes, seen_at_url=seen), tech))
+    for tech, refs in urls.items():
+        if len(refs) > ev.MAX_URLS:
+            # Each list is capped on its own, but one technology's incident gathers them all.
+            raise _refuse(
+                "urls",
+                f"the report names {len(refs):,} different {tech.value} URLs in urls, suspect.profile_urls "
+                f"and files[].seen_at_url together; at most {ev.MAX_URLS} are taken",
+            )
     return _Addresses(
         suspect=suspect,
         urls=urls,

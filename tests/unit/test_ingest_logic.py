@@ -599,3 +599,16 @@ def test_a_person_in_no_country_or_in_two_places_is_refused(report: dict[str, An
 def test_every_country_code_in_use_is_taken(country: str) -> None:
     parsed = logic.parse_report({"description": "x", "victim": {"location": {"country": country}}})
     assert parsed.fields["victim"].location.country == country.upper()
+
+
+def test_more_urls_of_one_technology_than_an_incident_holds_are_refused_naming_urls() -> None:
+    """500 URLs and 500 profile URLs passed each list's limit, then failed to encode in ingest (a 202,
+    then a dead letter naming body.incidents[0].urls)."""
+    many = [f"https://a.example/{i}" for i in range(500)]
+    more = [f"https://b.example/{i}" for i in range(500)]
+    with pytest.raises(DomainError) as info:
+        logic.parse_report({"description": "x", "urls": many, "suspect": {"profile_urls": more}})
+    assert info.value.field == "urls"
+    assert "1,000 different web_page URLs" in str(info.value)
+    ok = logic.parse_report({"description": "x", "urls": many[:250], "suspect": {"profile_urls": more[:250]}})
+    assert len(ok.fields["urls"]) == 250
