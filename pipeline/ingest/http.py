@@ -76,6 +76,8 @@ from pipeline.logging import get_logger
 from pipeline.settings import Settings
 
 MAX_BODY_BYTES = 256 * 1024
+BODY_TIMEOUT_S = 30.0
+"""How long a request's whole body may take to arrive once its headers have."""
 LINGER_MS = 5
 """Reports from concurrent requests travel to the broker together within this window (fewer, larger
 produce requests: less broker CPU), at the cost of as much latency before the 202."""
@@ -113,6 +115,10 @@ def _error(
 
 
 class _BodyTooLarge(Exception):
+    pass
+
+
+class _BodyTimeout(Exception):
     pass
 
 
@@ -283,8 +289,34 @@ def _settle(batch: list[tuple[asyncio.Future[KafkaError | None], KafkaError | No
 
 
 async def _read_body(receive: Receive, declared: str | None) -> bytes:
+    """The whole body; ``_BodyTooLarge`` past ``MAX_BODY_BYTES``, ``_BodyTimeout`` when it has not all come
+    within ``BODY_TIMEOUT_S`` (a Content-Length larger than what is sent held the request open for good)."""
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise _BodyTooLarge
+    task = asyncio.current_task()
+    if task is None:  # not inside a task: nothing to time out (never under a server)
+        return await _receive_body(receive)
+    fired = False
+
+    def expire() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel()
+
+    # One timer per request (call_later: about a microsecond), not a wait_for task per chunk.
+    timer = asyncio.get_running_loop().call_later(BODY_TIMEOUT_S, expire)
+    try:
+        return await _receive_body(receive)
+    except asyncio.CancelledError:
+        if not fired:
+            raise
+        task.uncancel()
+        raise _BodyTimeout from None
+    finally:
+        timer.cancel()
+
+
+async def _receive_body(receive: Receive) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -327,6 +359,14 @@ async def _answer_report(intake: Intake, scope: Scope, receive: Receive) -> _Ans
         raw = await _read_body(receive, _first_header(scope, b"content-length"))
     except _BodyTooLarge:
         return _error(413, f"the report is larger than {MAX_BODY_BYTES // 1024} KiB.", "(body)", "too_large")
+    except _BodyTimeout:
+        return _error(
+            408,
+            f"the body did not all arrive within {BODY_TIMEOUT_S:g} s (is Content-Length right?).",
+            "(body)",
+            "timeout",
+            Connection="close",
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
