@@ -22,6 +22,12 @@ def _quiet(_err: Any) -> None:
     """librdkafka's own error callback: connection noise is handled by our deadlines instead."""
 
 
+EDGE_LOG_LEVEL = 2
+"""librdkafka's log level (syslog numbers) for the short-lived clients of commands and of intake: only
+critical lines. Its error lines (``%3|...|FAIL|... Connection refused``, several a second) came before
+the one sentence the command says about the same failure (the services keep librdkafka's default)."""
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
@@ -57,10 +63,9 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
 
 
 def admin(settings: Settings) -> AdminClient:
-    # log_level 4: a short-lived admin client logs librdkafka's info-level "Purging unserved events from
-    # background queue" line when it is dropped with an answer still on its way (it showed in the
-    # demo's output); warnings and errors still show.
-    conf = {"bootstrap.servers": settings.kafka_bootstrap, "error_cb": _quiet, "log_level": 4}
+    # Short-lived: besides connection errors, it logged an info line "Purging unserved events from
+    # background queue" when dropped with an answer still on its way (it showed in the demo's output).
+    conf = {"bootstrap.servers": settings.kafka_bootstrap, "error_cb": _quiet, "log_level": EDGE_LOG_LEVEL}
     return AdminClient(conf)  # type: ignore[arg-type]
 
 

@@ -155,7 +155,11 @@ def _summarize(event: ev.Event) -> str:  # noqa: PLR0911 - one return per event 
 
 def scan(settings: Settings, scan_state: Scan, *, timeout: float = 120.0) -> Iterator[Message]:
     """Every record of the event topics, from the first offset to the end each partition had at the start."""
-    cons = kafka.consumer(settings, f"tipline.audit.{uuid.uuid4().hex}", **{"enable.partition.eof": True})
+    cons = kafka.consumer(
+        settings,
+        f"tipline.audit.{uuid.uuid4().hex}",
+        **{"enable.partition.eof": True, "log_level": kafka.EDGE_LOG_LEVEL},
+    )
     try:
         parts = partitions_of(cons, event_topics(settings))
         targets = {tp: end for tp, end in end_offsets(settings, parts).items() if end > 0}

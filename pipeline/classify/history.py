@@ -35,7 +35,9 @@ def read_classifications(
     """Every ``ReportClassified`` of the report on the classified lanes, oldest first."""
     topics = [name(spec, settings.topic_suffix) for spec in CLASSIFIED]
     cons = kafka.consumer(
-        settings, f"tipline.classify.reader.{uuid.uuid4().hex}", **{"enable.partition.eof": True}
+        settings,
+        f"tipline.classify.reader.{uuid.uuid4().hex}",
+        **{"enable.partition.eof": True, "log_level": kafka.EDGE_LOG_LEVEL},
     )
     key = report_id.encode()
     found: list[ReportClassified] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
 import typer
@@ -54,10 +55,46 @@ def _split(values: list[str]) -> list[str]:
     return [v.strip() for raw in values for v in raw.split(",") if v.strip()]
 
 
-def _ask_list(label: str) -> list[str]:
-    return _split(
-        [typer.prompt(f"{label} (comma-separated, blank for none)", default="", show_default=False)]
-    )
+def _ask(label: str, check: Callable[[str], Any]) -> str:
+    """Ask until ``check`` takes the answer (blank: skipped); a refusal is said and the question asked
+    again, so one mistyped answer does not lose the rest of the call."""
+    while True:
+        answer = str(typer.prompt(label, default="", show_default=False)).strip()
+        if not answer:
+            return ""
+        try:
+            check(answer)
+        except (DomainError, ValueError) as exc:
+            console.print(
+                f"Not taken: {exc}. Say it again, or leave it blank.", highlight=False, markup=False
+            )
+            continue
+        return answer
+
+
+def _ask_list(label: str, check: Callable[[str, str], Any] | None = None) -> list[str]:
+    def each(answer: str) -> None:
+        for i, item in enumerate(_split([answer])):
+            if check is not None:
+                check(item, f"item {i + 1} ({item!r})")
+
+    return _split([_ask(f"{label} (comma-separated, blank for none)", each)])
+
+
+def _age(answer: str) -> int:
+    if not (answer.isascii() and answer.isdigit()) or not 0 <= int(answer) <= 120:
+        raise ValueError("the age is a whole number of years from 0 to 120")
+    return int(answer)
+
+
+def _one_of(allowed: Iterable[str], what: str) -> Callable[[str], None]:
+    codes = sorted(allowed)
+
+    def check(answer: str) -> None:
+        if answer.strip().lower() not in {c.lower() for c in codes}:
+            raise ValueError(f"{what} is one of {', '.join(codes)}")
+
+    return check
 
 
 @intake_app.command("phone")
@@ -121,6 +158,7 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
 ) -> None:
     """Take a report over the phone: prompts for what the flags did not give, then prints its reference."""
     from pipeline import bootstrap
+    from pipeline.ingest import logic
     from pipeline.ingest.client import submit_report
 
     urls, emails, phones, usernames, ips = (_split(v or []) for v in (url, email, phone_number, username, ip))
@@ -131,15 +169,15 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
     )
     if not yes:
         if category is None:
-            choices = ", ".join(c.value for c in ev.Category)
-            category = typer.prompt(
-                f"Category ({choices}; blank if not sure)", default="", show_default=False
-            )
+            choices = [c.value for c in ev.Category]
+            category = _ask(
+                f"Category ({', '.join(choices)}; blank if not sure)", _one_of(choices, "the category")
+            ).lower()
         while not description:
             description = typer.prompt("What did the caller see? (description)")
-        urls = urls or _ask_list("Web addresses")
-        emails = emails or _ask_list("E-mail addresses reported")
-        phones = phones or _ask_list("Phone numbers reported")
+        urls = urls or _ask_list("Web addresses", logic.normalize_url)
+        emails = emails or _ask_list("E-mail addresses reported", logic.normalize_email)
+        phones = phones or _ask_list("Phone numbers reported", logic.normalize_phone)
         usernames = usernames or _ask_list("User names reported")
         if not (s_names or s_usernames or s_emails or s_phones) and typer.confirm(
             "Does the caller know who the suspect is?", default=False
@@ -147,21 +185,18 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
             name = typer.prompt("Suspect's name (blank if unknown)", default="", show_default=False).strip()
             s_names = [name] if name else []
             s_usernames = _ask_list("Suspect's user or screen names")
-            s_emails = _ask_list("Suspect's e-mail addresses")
-            s_phones = _ask_list("Suspect's phone numbers")
+            s_emails = _ask_list("Suspect's e-mail addresses", logic.normalize_email)
+            s_phones = _ask_list("Suspect's phone numbers", logic.normalize_phone)
         if victim_age is None:
-            age = typer.prompt("Child's age (blank if unknown)", default="", show_default=False)
-            victim_age = int(age) if age.strip().isdigit() else None
+            age = _ask("Child's age (blank if unknown)", _age)
+            victim_age = _age(age) if age else None
+        in_canada = _one_of(logic.PROVINCES, "a province or territory")
         if province is None:
-            province = typer.prompt(
-                "Child's province or territory (blank if unknown)", default="", show_default=False
-            )
+            province = _ask("Child's province or territory (blank if unknown)", in_canada).upper()
         if reporter_province is None:
-            reporter_province = typer.prompt(
-                "Caller's own province or territory (blank if unknown or outside Canada)",
-                default="",
-                show_default=False,
-            )
+            reporter_province = _ask(
+                "Caller's own province or territory (blank if unknown or outside Canada)", in_canada
+            ).upper()
         if anonymous is None and not (contact_email or contact_phone):
             anonymous = not typer.confirm("Does the caller want to leave contact details?", default=False)
         if anonymous is False and not (contact_email or contact_phone):

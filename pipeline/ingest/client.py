@@ -53,7 +53,13 @@ def receipt_of(event: ev.ReportSubmitted) -> SubmissionReceipt:
 
 def intake_producer(settings: Settings, **overrides: Any) -> Producer:
     """An idempotent, acks=all producer whose deliveries fail after a bounded time (never hang a caller)."""
-    conf: dict[str, Any] = {"message.timeout.ms": DELIVERY_TIMEOUT_MS, "linger.ms": 2}
+    conf: dict[str, Any] = {
+        "message.timeout.ms": DELIVERY_TIMEOUT_MS,
+        "linger.ms": 2,
+        # A broker that does not answer is told by the delivery report (503, one sentence), not by
+        # librdkafka's error lines on the caller's terminal.
+        "log_level": kafka.EDGE_LOG_LEVEL,
+    }
     conf.update(overrides)
     return kafka.producer(settings, **conf)
 

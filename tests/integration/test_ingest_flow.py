@@ -444,3 +444,52 @@ def test_phone_cli_refuses_a_bad_suspect_email_naming_it(settings: Settings, top
     assert result.returncode != 0
     assert "suspect.emails[0]" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_phone_prompts_ask_again_after_a_bad_answer_and_lose_nothing(
+    settings: Settings, topics: None
+) -> None:
+    """Found by an attack: an age of -5 was dropped without a word, and a bad URL, category or age was
+    refused only after the whole call, which was then lost. Each bad answer is said and asked again."""
+    answers = "\n".join(
+        [
+            "sextortion",  # not a category: asked again
+            "luring",
+            "he asked her for pictures",  # description
+            "http://[::1, example.com/a",  # the first is not a URL: the list is asked again
+            "example.com/a",
+            "not-an-address",  # e-mail: asked again
+            "kid@example.com",
+            "",  # phone numbers
+            "",  # user names
+            "n",  # suspect unknown
+            "-5",  # age: asked again
+            "²",  # a digit, but not a number: asked again
+            "999",  # out of range: asked again
+            "13",
+            "Ontario",  # not a code: asked again
+            "on",
+            "",  # caller's province
+            "n",  # no contact
+            "y",  # send
+        ]
+    )
+    result = _phone(settings, answers=answers + "\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = result.stdout
+    assert said.count("Not taken:") == 7
+    assert "the category is one of" in said
+    assert "the age is a whole number of years from 0 to 120" in said
+    assert "Traceback" not in said + result.stderr
+    (event,) = [
+        e
+        for e in consume(settings, SUBMITTED, count=1, timeout=60).events
+        if isinstance(e, ev.ReportSubmitted)
+    ]
+    assert str(event.reporter_category) == "luring"
+    assert event.urls == ("example.com/a",)
+    assert event.emails_reported == ("kid@example.com",)
+    assert event.victim is not None
+    assert event.victim.age == 13
+    assert event.victim.location is not None
+    assert event.victim.location.province == "ON"
