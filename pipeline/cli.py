@@ -224,7 +224,9 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - click's usage errors and anything unexpected: one line, no trace
         import click
 
-        if isinstance(exc, click.ClickException):
+        # typer brings a copy of click of its own (typer._click): its usage errors are not
+        # click.ClickException, but show themselves the same way, naming the option.
+        if isinstance(exc, click.ClickException) or (hasattr(exc, "show") and hasattr(exc, "exit_code")):
             exc.show()
             sys.exit(exc.exit_code)
         err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False)

@@ -34,3 +34,16 @@ def test_a_commands_exit_code_reaches_the_shell(
     code, said = _run(monkeypatch, capsys, "route", "locate", "--demo", "http:///x")
     assert code == 1
     assert "not a URL this tipline takes" in said
+
+
+def test_a_bad_option_value_names_the_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """typer's own copy of click raised a BadParameter that is not click's: it was shown as
+    "BadParameter: Input should be greater than or equal to 0", without the option."""
+    code, said = _run(
+        monkeypatch, capsys, "intake", "phone", "-y", "--description", "x", "--victim-age", "-1"
+    )
+    assert code == 2
+    assert "Invalid value for '--victim-age'" in said
+    assert "Traceback" not in said
