@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from pipeline.errors import ServiceError
+from pipeline.errors import ConfigError, ServiceError
 from pipeline.settings import Settings
 
 _ready: set[tuple[str, str]] = set()
@@ -39,6 +39,12 @@ def open_raw(settings: Settings, schema: str, **kwargs: Any) -> psycopg.Connecti
         raise ServiceError(
             "PostgreSQL did not accept a connection; start it with `tipline services up` or check DATABASE_URL."
         ) from exc
+    except psycopg.ProgrammingError:  # a connection string libpq cannot parse
+        # Not quoted back: it may hold a password.
+        raise ConfigError(
+            "DATABASE_URL is not a connection string PostgreSQL can read "
+            "(postgresql://user@host:port/database, or key=value pairs)."
+        ) from None
 
 
 def connect(settings: Settings, **kwargs: Any) -> psycopg.Connection[Any]:

@@ -38,11 +38,13 @@ report's data key; the keys of the requests in flight are made and stored togeth
 trip per batch (``_KeyStore``), in the environment's schema like every other table.
 
 Bad input always gets one 4xx with ``{"error": <sentence>, "field": <field or null>, "reason": <code>}``:
-a body over ``MAX_BODY_BYTES`` (413), a content type other than JSON, multipart uploads included (415),
-a body that is not UTF-8 or not JSON (400), JSON nested deeper than 20 levels, a missing or unknown
+a body over ``MAX_BODY_BYTES`` (413), a content type other than JSON, multipart uploads included, or a
+compressed body (415), a body that does not all arrive within ``BODY_TIMEOUT_S`` (408), a body that is not
+UTF-8 or not JSON (400), JSON nested deeper than 20 levels, a missing or unknown
 field, an ``intake_system`` (only a partner's ``pipeline.ingest.client`` sets it), a category outside
-the list, an invalid URL, IP, phone or e-mail address, province or country code, a time outside years
-1-9999 (UTC) or more than a day ahead, a date of birth after today or disagreeing with the age, a lone
+the list, an invalid URL, IP, phone or e-mail address, province or country code (a province with
+another country than CA), more than 500 different URLs of one technology, a time outside 0001-01-02 to
+9999-12-30 (UTC) or more than a day ahead, a date of birth after today or disagreeing with the age, a lone
 UTF-16 surrogate in a string or a key, or anything that looks like an upload (a media field, a
 ``data:`` URI or a long run of base64 inside any text: 422, the tipline takes URLs and hashes only).
 The broker not acknowledging in time is the server's problem, said so with 503 and ``Retry-After``.
@@ -343,7 +345,7 @@ def _first_header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _answer_report(intake: Intake, scope: Scope, receive: Receive) -> _Answer:  # noqa: PLR0911 - one answer per kind of bad input
+async def _answer_report(intake: Intake, scope: Scope, receive: Receive) -> _Answer:  # noqa: PLR0911, PLR0912 - one answer per kind of bad input
     """``POST /v1/reports``: the whole exchange, from the request's headers and body to its answer."""
     ctype = (_first_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
     if ctype.startswith("multipart/"):
@@ -352,6 +354,16 @@ async def _answer_report(intake: Intake, scope: Scope, receive: Receive) -> _Ans
         return _error(
             415,
             "send the report as JSON with Content-Type: application/json.",
+            None,
+            "unsupported_media_type",
+        )
+    encoding = (_first_header(scope, b"content-encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        # The body is read as it comes: a compressed one was refused as not UTF-8, and a plain one
+        # labelled gzip was taken.
+        return _error(
+            415,
+            f"send the report uncompressed (Content-Encoding {encoding!r} is not taken).",
             None,
             "unsupported_media_type",
         )

@@ -94,6 +94,14 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str], int, str | None, str]] = [
     ),
     ("no content type", b'{"description": "x"}', {}, 415, None, "unsupported_media_type"),
     (
+        "a plain body labelled gzip",
+        b'{"description": "x"}',
+        {"content-type": "application/json", "content-encoding": "gzip"},
+        415,
+        None,
+        "unsupported_media_type",
+    ),
+    (
         "image field",
         b'{"description": "x", "image": "iVBORw0KGgo="}',
         JSON,

@@ -47,3 +47,19 @@ def test_a_bad_option_value_names_the_option(
     assert code == 2
     assert "Invalid value for '--victim-age'" in said
     assert "Traceback" not in said
+
+
+def test_a_malformed_database_url_is_named_and_not_echoed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline import bootstrap
+
+    monkeypatch.setenv("DATABASE_URL", "garbage:://secret-password@x")
+    bootstrap.settings.cache_clear()
+    try:
+        code, said = _run(monkeypatch, capsys, "privacy", "erase", "00000000-0000-0000-0000-000000000000")
+    finally:
+        bootstrap.settings.cache_clear()
+    assert code == 2
+    assert "DATABASE_URL is not a connection string PostgreSQL can read" in said
+    assert "secret-password" not in said
