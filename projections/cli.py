@@ -202,7 +202,9 @@ def history_cmd(
             metavar="REPORT", help="The report id (a UUID: the key of every event of the report)."
         ),
     ],
-    timeout: Annotated[float, typer.Option(help="Give up scanning the log after this many seconds.")] = 120.0,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, max=86_400.0, help="Give up scanning the log after this many seconds.")
+    ] = 120.0,
 ) -> None:
     """Every event of one report, in order, from the log (scanned from the beginning, with a deadline)."""
     from projections.audit import history
@@ -235,7 +237,9 @@ def history_cmd(
 @audit_app.command("replay")
 def replay_cmd(
     until: Annotated[str, typer.Option(help="ISO 8601 time; events that occurred after it are left out.")],
-    timeout: Annotated[float, typer.Option(help="Give up scanning the log after this many seconds.")] = 600.0,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, max=86_400.0, help="Give up scanning the log after this many seconds.")
+    ] = 600.0,
 ) -> None:
     """The state and the statistics as of a past moment, replayed from the log."""
     from projections.audit import replay

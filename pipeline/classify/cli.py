@@ -54,7 +54,9 @@ def override_cmd(  # noqa: PLR0917 - typer maps each option to a parameter
     incident: Annotated[
         list[str] | None, typer.Option(help="Only these incident ids (repeatable); default: every incident.")
     ] = None,
-    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds allowed to read the log.")] = 15.0,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, max=3600.0, help="Seconds allowed to read the log.")
+    ] = 15.0,
 ) -> None:
     """Reclassify a report: a new classification that supersedes the current one (which stays in the log)."""
     if role not in ROLES:
@@ -87,7 +89,9 @@ def override_cmd(  # noqa: PLR0917 - typer maps each option to a parameter
 @app.command("show")
 def show_cmd(
     report: Annotated[str, typer.Argument(metavar="REPORT", help="The report id.")],
-    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds allowed to read the log.")] = 15.0,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, max=3600.0, help="Seconds allowed to read the log.")
+    ] = 15.0,
 ) -> None:
     """Print every classification of a report, oldest first, with who made it and what it supersedes."""
     history = read_classifications(bootstrap.settings(), report.strip(), timeout=timeout)
