@@ -282,6 +282,8 @@ def normalize_url(raw: str, field: str = "url") -> ev.UrlRef:
         raise _refuse(field, MEDIA_MESSAGE, "media_not_accepted")
     if "://" not in text:
         scheme_only = _SCHEME_ONLY.match(text)
+        if scheme_only and scheme_only.group(1).lower() in URL_SCHEMES:
+            raise _refuse(field, f"write {scheme_only.group(1).lower()}:// with two slashes before the host")
         if scheme_only:
             raise _refuse(
                 field,

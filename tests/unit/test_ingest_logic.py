@@ -612,3 +612,11 @@ def test_more_urls_of_one_technology_than_an_incident_holds_are_refused_naming_u
     assert "1,000 different web_page URLs" in str(info.value)
     ok = logic.parse_report({"description": "x", "urls": many[:250], "suspect": {"profile_urls": more[:250]}})
     assert len(ok.fields["urls"]) == 250
+
+
+def test_an_accepted_scheme_without_its_slashes_is_told_so() -> None:
+    """ "http:example.com" was refused as "the URL scheme 'http' is not accepted; use http, ..."."""
+    with pytest.raises(DomainError) as info:
+        logic.normalize_url("http:example.com", "urls[0]")
+    assert info.value.field == "urls[0]"
+    assert "write http:// with two slashes" in str(info.value)
