@@ -101,14 +101,15 @@ def topics_create() -> None:
 
 @topics_app.command("list")
 def topics_list() -> None:
-    """Print the topic table: name, events carried, producer."""
-    from pipeline.topics import ALL_TOPICS
+    """Print the topic table: name (with this environment's TIPLINE_TOPIC_SUFFIX), events carried, producer."""
+    from pipeline.topics import ALL_TOPICS, name
 
-    table = Table(title="Topics")
+    suffix = bootstrap.settings().topic_suffix
+    table = Table(title=f"Topics (suffix {suffix})" if suffix else "Topics")
     for col in ("topic", "events", "produced by"):
         table.add_column(col)
     for spec in ALL_TOPICS:
-        table.add_row(spec.name, ", ".join(spec.events) or "(raw dead letters)", spec.produced_by)
+        table.add_row(name(spec, suffix), ", ".join(spec.events) or "(raw dead letters)", spec.produced_by)
     console.print(table)
 
 
