@@ -892,14 +892,7 @@ def _check_content(fields: dict[str, Any], now: datetime) -> dict[str, Any]:
         person = fields.get(name)
         loc = getattr(person, "location", None)
         if person is not None and loc is not None:
-            checked = _check_location(loc, f"{name}.location")
-            if checked.province is not None and checked.country not in (None, DEFAULT_REGION):
-                # The route step would follow the country and drop the province (and with it the
-                # province's police and child protection): a contradiction is the sender's to settle.
-                raise _refuse(
-                    f"{name}.location.country",
-                    f"province {checked.province} is in CA, not {checked.country}; drop one of them",
-                )
+            checked = check_person_location(loc, f"{name}.location")
             if checked != loc:  # codes given in lower case or with spaces
                 fields[name] = dataclasses.replace(person, location=checked)
     probe = ev.ReportSubmitted(
@@ -926,6 +919,19 @@ def _check_location(loc: ev.Location, path: str) -> ev.Location:
     if country is not None and country not in COUNTRY_CODES:
         raise _refuse(f"{path}.country", "must be a two-letter ISO 3166 country code (e.g. CA)")
     return ev.Location(province=province, country=country, city=loc.city)
+
+
+def check_person_location(loc: ev.Location, path: str) -> ev.Location:
+    """A victim's or suspect's location, codes upper-cased and checked (``path``: where it is, for the
+    error). A province with a country other than CA is refused: the route step would follow the country
+    and drop the province, and with it the province's police and child protection."""
+    checked = _check_location(loc, path)
+    if checked.province is not None and checked.country not in (None, DEFAULT_REGION):
+        raise _refuse(
+            f"{path}.country",
+            f"province {checked.province} is in CA, not {checked.country}; drop one of them",
+        )
+    return checked
 
 
 def check_reporter_location(loc: ev.Location | None) -> ev.Location | None:
@@ -1092,6 +1098,10 @@ def _normalise_addresses(event: ev.ReportSubmitted, now: datetime | None) -> _Ad
     """Check the times and normalise every address, in field order. Raises DomainError naming the first
     invalid field. Intake (``parse_report``) stops here; ingest goes on to split into incidents."""
     check_times_and_victim(event, event.submitted_at if now is None else min(event.submitted_at, now))
+    # Intake checked these already; an intake system publishing straight to the topic did not.
+    for name, person in (("suspect", event.suspect), ("victim", event.victim)):
+        if person is not None and person.location is not None:
+            check_person_location(person.location, f"{name}.location")
     suspect = event.suspect
     urls: dict[ev.Technology, list[ev.UrlRef]] = {}
     url_index: dict[str, ev.Technology] = {}

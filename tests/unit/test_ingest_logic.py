@@ -620,3 +620,20 @@ def test_an_accepted_scheme_without_its_slashes_is_told_so() -> None:
         logic.normalize_url("http:example.com", "urls[0]")
     assert info.value.field == "urls[0]"
     assert "write http:// with two slashes" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("victim", "field"),
+    [
+        (ev.Victim(age=9, location=ev.Location(province="QC", country="ZZ")), "victim.location.country"),
+        (ev.Victim(age=9, location=ev.Location(province="QC", country="US")), "victim.location.country"),
+        (ev.Victim(age=9, location=ev.Location(province="XX")), "victim.location.province"),
+    ],
+)
+def test_ingest_checks_a_persons_location_an_intake_system_sent(victim: ev.Victim, field: str) -> None:
+    """On the topic path (an intake system's own ReportSubmitted) the checks intake makes still hold:
+    ingest rejects the report naming the field, as it does an invalid URL."""
+    event = dataclasses.replace(submitted(), victim=victim)
+    with pytest.raises(DomainError) as info:
+        logic.normalized_content(event)
+    assert info.value.field == field
