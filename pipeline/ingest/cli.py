@@ -11,7 +11,7 @@ import typer
 
 from pipeline import events as ev
 from pipeline.console import console
-from pipeline.errors import DomainError
+from pipeline.errors import DomainError, ServiceError
 
 intake_app = typer.Typer(
     help="Step 2: the ways a report comes in (secure web endpoint, phone line).", no_args_is_help=True
@@ -270,7 +270,16 @@ def phone(  # noqa: PLR0912, PLR0915, PLR0917 - one flag and one question per fi
         summary = f"category {category or 'not sure'}, {shown} address(es){named}, {who}"
         if not typer.confirm(f"Send the report ({summary})?", default=True):
             raise typer.Abort
-    receipt = submit_report(bootstrap.settings(), report, channel=ev.Channel.PHONE)
+    # One submission id for every try: if a try reached Kafka after all, the next is the same report.
+    report.setdefault("submission_id", str(uuid.uuid4()))
+    while True:
+        try:
+            receipt = submit_report(bootstrap.settings(), report, channel=ev.Channel.PHONE)
+            break
+        except ServiceError as exc:
+            # Interactive: the call-taker still has the report; asking again loses nothing.
+            if yes or not typer.confirm(f"{exc} Send it again?", default=True):
+                raise
     console.print(f"Report received. Reference: [bold]{receipt.reference}[/]", highlight=False)
     console.print(f"report id {receipt.report_id}, submission id {receipt.submission_id}", highlight=False)
 

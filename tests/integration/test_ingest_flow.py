@@ -494,3 +494,23 @@ def test_phone_prompts_ask_again_after_a_bad_answer_and_lose_nothing(
     assert event.victim.age == 13
     assert event.victim.location is not None
     assert event.victim.location.province == "ON"
+
+
+def test_phone_offers_to_send_again_when_kafka_does_not_acknowledge(settings: Settings) -> None:
+    """The call-taker still has the report when the broker does not answer: they are asked whether to
+    send it again (same submission id, so a try that got through after all is the same report), rather
+    than losing the call. A broker nobody listens on; one try (the delivery timeout, 15 s), then no."""
+    answers = "\n".join(["", "a call about a chat", "", "", "", "", "n", "", "", "", "n", "y", "n"])
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "intake", "phone"],
+        env={**_env(settings), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"},
+        input=answers + "\n",
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stdout.count("Send it again?") == 1
+    assert "Kafka did not acknowledge the report" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
