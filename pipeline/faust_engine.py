@@ -5,7 +5,7 @@ The agent's body is the runner's contract in a few lines: decode the raw record 
 call ``spec.handle(event, Context(settings, db))``, send each ``Output`` to its topic keyed by the report
 id with the serde headers. A record that cannot be decoded (``SerdeError``) or that the rules refuse
 (``DomainError``) goes to the stage's dead-letter topic with the reason in the headers
-(``pipeline.runtime.dead_letter_headers``); any other error is retried with backoff and, after
+(``pipeline.runtime.dead_letter_copy``); any other error is retried with backoff and, after
 ``spec.max_attempts`` failures, dead-lettered as ``unexpected_error``. Nothing is dropped silently.
 
 Delivery: what faust gives, not what the transactional runner gives. ``processing_guarantee``
@@ -46,7 +46,7 @@ import faust
 from pipeline import serde
 from pipeline.errors import ConfigError, DomainError, SerdeError
 from pipeline.logging import get_logger
-from pipeline.runtime import Context, Output, StageSpec, dead_letter_headers, dead_letter_record
+from pipeline.runtime import Context, Output, StageSpec, dead_letter_copy
 from pipeline.settings import Settings
 from pipeline.topics import dead_letter, group, name
 
@@ -56,11 +56,20 @@ GUARANTEES: tuple[str, ...] = ("at_least_once", "exactly_once")
 
 @dataclass(frozen=True)
 class _Source:
-    """The place of a consumed record, shaped like confluent-kafka's ``Message`` for the DLQ headers."""
+    """A consumed record's place, key and value, shaped like confluent-kafka's ``Message`` for its
+    dead-letter copy."""
 
     topic_name: str
     partition_no: int
     offset_no: int
+    key_bytes: bytes | None = None
+    value_bytes: bytes | None = None
+
+    def key(self) -> bytes | None:
+        return self.key_bytes
+
+    def value(self) -> bytes | None:
+        return self.value_bytes
 
     def topic(self) -> str:
         return self.topic_name
@@ -132,15 +141,15 @@ class FaustStage:
     async def _agent(self, stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            source = _Source(msg.topic, msg.partition, msg.offset)
-            await self._process(source, msg.key, msg.value or b"")
+            source = _Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"")
+            await self._process(source)
             self.processed += 1
 
-    async def _process(self, source: _Source, key: bytes | None, raw: bytes) -> None:
+    async def _process(self, source: _Source) -> None:
         try:
-            event = serde.decode(raw)
+            event = serde.decode(source.value_bytes or b"")
         except SerdeError as exc:
-            await self._dead_letter(source, key, raw, (exc.reason, str(exc), exc.field))
+            await self._dead_letter(source, (exc.reason, str(exc), exc.field))
             return
         attempt = 0
         while True:
@@ -149,7 +158,7 @@ class FaustStage:
                 outputs = self._handle(event)
                 break
             except (DomainError, SerdeError) as exc:
-                await self._dead_letter(source, key, raw, (exc.reason, str(exc), exc.field))
+                await self._dead_letter(source, (exc.reason, str(exc), exc.field))
                 return
             except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered: never dropped
                 self.log.error(
@@ -163,7 +172,7 @@ class FaustStage:
                 )
                 if attempt >= self.spec.max_attempts:
                     failed = ("unexpected_error", "failed repeatedly; see the stage's log", None)
-                    await self._dead_letter(source, key, raw, failed)
+                    await self._dead_letter(source, failed)
                     return
                 await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
         encoded: list[tuple[Output, bytes]] = []
@@ -172,7 +181,7 @@ class FaustStage:
                 encoded.append((out, serde.encode(out.event)))
             except SerdeError as exc:
                 why = (exc.reason, f"output not encodable: {exc}", exc.field)
-                await self._dead_letter(source, key, raw, why)
+                await self._dead_letter(source, why)
                 return
         for out, value in encoded:
             await self._topic(name(out.topic, self.suffix)).send(
@@ -188,9 +197,7 @@ class FaustStage:
         with self.db.transaction():
             return self.spec.handle(event, Context(self.settings, self.db))
 
-    async def _dead_letter(
-        self, source: _Source, key: bytes | None, raw: bytes, why: tuple[str, str, str | None]
-    ) -> None:
+    async def _dead_letter(self, source: _Source, why: tuple[str, str, str | None]) -> None:
         """Send the raw record to the stage's dead-letter topic; ``why`` is (reason, message, field)."""
         reason, message, field_name = why
         self.log.warning(
@@ -201,8 +208,7 @@ class FaustStage:
             reason=reason,
             field=field_name,
         )
-        key, value, cut = dead_letter_record(key, raw)
-        headers = dead_letter_headers(self.spec.name, source, reason, message, field_name) + cut  # type: ignore[arg-type]
+        key, value, headers = dead_letter_copy(self.spec.name, source, reason, message, field_name)  # type: ignore[arg-type]
         await self.dlq.send(key=key, value=value, headers=headers)
 
     # -- life cycle ----------------------------------------------------------------------------------------

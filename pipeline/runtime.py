@@ -138,35 +138,29 @@ partition and offset the headers name, so nothing is lost."""
 DLQ_KEY_MAX = 1024
 
 
-def dead_letter_headers(
-    stage: str, msg: Message, reason: str, message: str, field_name: str | None
-) -> list[tuple[str, bytes]]:
+def dead_letter_copy(
+    stage: str, source: Message, reason: str, message: str, field_name: str | None
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The key, value and headers of the dead-letter record of ``source``: its key and value cut to
+    ``DLQ_KEY_MAX`` and ``DLQ_VALUE_MAX`` bytes (headers say from what size), why and where it failed."""
     headers = [
         ("dlq.stage", stage.encode()),
         ("dlq.reason", reason.encode()),
         ("dlq.message", message.encode()[:2000]),
-        ("dlq.source.topic", (msg.topic() or "").encode()),
-        ("dlq.source.partition", str(msg.partition()).encode()),
-        ("dlq.source.offset", str(msg.offset()).encode()),
+        ("dlq.source.topic", (source.topic() or "").encode()),
+        ("dlq.source.partition", str(source.partition()).encode()),
+        ("dlq.source.offset", str(source.offset()).encode()),
     ]
     if field_name:
         headers.append(("dlq.field", field_name.encode()))
-    return headers
-
-
-def dead_letter_record(
-    key: bytes | None, value: bytes | None
-) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
-    """The key and value a dead-letter record carries: the source record's, cut to ``DLQ_KEY_MAX`` and
-    ``DLQ_VALUE_MAX`` bytes, and headers saying from what size when they were cut."""
-    extra: list[tuple[str, bytes]] = []
+    key, value = source.key(), source.value()
     if key is not None and len(key) > DLQ_KEY_MAX:
-        extra.append(("dlq.key.truncated_from", str(len(key)).encode()))
+        headers.append(("dlq.key.truncated_from", str(len(key)).encode()))
         key = bytes(key[:DLQ_KEY_MAX])
     if value is not None and len(value) > DLQ_VALUE_MAX:
-        extra.append(("dlq.value.truncated_from", str(len(value)).encode()))
+        headers.append(("dlq.value.truncated_from", str(len(value)).encode()))
         value = bytes(value[:DLQ_VALUE_MAX])
-    return key, value, extra
+    return key, value, headers
 
 
 class StageRunner:
@@ -636,13 +630,8 @@ class StageRunner:
             reason=reason,
             field=field_name,
         )
-        key, value, cut = dead_letter_record(msg.key(), msg.value())
-        self.producer.produce(
-            self.dlq_topic,
-            key=key,
-            value=value,
-            headers=dead_letter_headers(self.spec.name, msg, reason, message, field_name) + cut,  # type: ignore[arg-type]
-        )
+        key, value, headers = dead_letter_copy(self.spec.name, msg, reason, message, field_name)
+        self.producer.produce(self.dlq_topic, key=key, value=value, headers=headers)  # type: ignore[arg-type]
 
     def _abort(self) -> None:
         try:
