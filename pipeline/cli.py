@@ -96,7 +96,10 @@ def topics_create() -> None:
     """Create every topic of the topic table that does not exist yet."""
     settings = bootstrap.settings()
     made = bootstrap.ensure_topics(settings)
-    console.print(f"Created {len(made)} topic(s); the others already existed.")
+    if not made:
+        console.print("Every topic already existed; none created.")
+    else:
+        console.print(f"Created {len(made)} topic(s); the others already existed.")
 
 
 @topics_app.command("list")

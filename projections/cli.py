@@ -66,7 +66,7 @@ def print_statistics(
     for c in st.compare(stats, published):
         t.add_row(c.label, _pct(c.published), _pct(c.measured), c.basis)
     console.print(t)
-    counts = Table(title=f"{stats.reports} reports; {stats.closed} closed")
+    counts = Table(title=f"{stats.reports} report{'' if stats.reports == 1 else 's'}; {stats.closed} closed")
     counts.add_column("by")
     counts.add_column("counts")
     for label, data in (

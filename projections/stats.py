@@ -73,7 +73,7 @@ def _published(figures: list[PublishedFigure], metric: str) -> float | None:
 
 def compare(stats: Statistics, figures: list[PublishedFigure]) -> list[Comparison]:
     """The published shares beside the measured ones (measured is None while nothing was closed)."""
-    closed = f"{stats.closed} closed reports"
+    closed = f"{stats.closed} closed report{'' if stats.closed == 1 else 's'}"
     return [
         Comparison(
             metric="share_referred_police_or_child_protection",
